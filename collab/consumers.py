@@ -1,0 +1,279 @@
+"""The document socket: authenticate, decode, hand each message to one method.
+
+OT and storage live in `collab.ot` and `collab.store`; this module only moves
+messages between the client, the store and the document's channel-layer group.
+"""
+
+import asyncio
+import logging
+import time
+import uuid
+from datetime import datetime, timezone
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+
+from collab import auth, errors, protocol, store
+from collab.models import Role
+from collab.protocol import Event, MessageType
+
+logger = logging.getLogger(__name__)
+
+
+def group_name(document_id: uuid.UUID) -> str:
+    """Return the channel-layer group of a document (ASCII, well under 100 chars)."""
+    return f"document.{document_id.hex}"
+
+
+class DocumentConsumer(AsyncWebsocketConsumer):
+    """One client's socket on one document.
+
+    `next_version` is the version of the next operation this socket must receive.
+    Every operation below it has been sent (or was in the state sent on connect), so
+    the socket gets operations in version order with no gap and no repeat.
+    """
+
+    handlers = {
+        (MessageType.OPERATION, Event.DOCUMENT_EDIT): "handle_edit",
+        (MessageType.SYSTEM, Event.PING): "handle_ping",
+        (MessageType.SYSTEM, Event.SYNC): "handle_sync",
+    }
+
+    document_id: uuid.UUID | None = None
+    group: str | None = None
+    next_version = 0
+    heartbeat_timer: asyncio.TimerHandle | None = None
+    expiry_timer: asyncio.TimerHandle | None = None
+
+    async def connect(self) -> None:
+        # Accept first: a close before accept becomes an HTTP 403, and the client
+        # would never see which close code explains the rejection.
+        await self.accept()
+        self.heartbeat_timer: asyncio.TimerHandle | None = None
+        self.expiry_timer: asyncio.TimerHandle | None = None
+        self.last_seen = time.monotonic()
+        try:
+            await self.authorize()
+        except errors.RealtimeError as exc:
+            logger.info(
+                "rejected socket on %s: %s (close %s)",
+                self.scope["path"],
+                exc.message,
+                exc.close_code,
+            )
+            await self.close(code=exc.close_code)
+            return
+
+        self.group = group_name(self.document_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        logger.info(
+            "connected document=%s client=%s user=%s role=%s",
+            self.document_id,
+            self.client_id,
+            self.user.pk,
+            self.role.value,
+        )
+        await self.send_join_state(self.since)
+        self.schedule_heartbeat_check()
+        self.schedule_token_expiry()
+
+    async def authorize(self) -> None:
+        """Check the URL, the token and the role; raise a connection error if any fails."""
+        query = {
+            key: values[-1]
+            for key, values in parse_qs(self.scope["query_string"].decode()).items()
+        }
+        self.client_id = protocol.parse_client_id(query.get("client_id"))
+        protocol.parse_protocol_version(query.get("version"))
+        self.since = protocol.parse_since(query.get("since"))
+        self.user, self.token_expires_at = await database_sync_to_async(
+            auth.authenticate
+        )(query.get("token"))
+
+        raw_id = self.scope["url_route"]["kwargs"]["document_id"]
+        try:
+            self.document_id = uuid.UUID(raw_id)
+        except ValueError:
+            raise errors.DocumentNotFound(
+                f"document id {raw_id!r} is not a UUID"
+            ) from None
+        self.role: Role = await database_sync_to_async(store.get_role)(
+            self.document_id, self.user
+        )
+
+    async def disconnect(self, code: int) -> None:
+        for timer in (self.heartbeat_timer, self.expiry_timer):
+            if timer is not None:
+                timer.cancel()
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+            logger.info(
+                "disconnected document=%s client=%s user=%s code=%s",
+                self.document_id,
+                self.client_id,
+                self.user.pk,
+                code,
+            )
+
+    # Client messages
+
+    async def receive(self, text_data=None, bytes_data=None) -> None:
+        if self.group is None:
+            return
+        self.last_seen = time.monotonic()
+        try:
+            message = protocol.decode(text_data)
+            handler = getattr(self, self.handlers[(message.type, message.event)])
+            await handler(message)
+        except errors.RealtimeError as exc:
+            logger.debug(
+                "error frame to client=%s: %s %s", self.client_id, exc.code, exc.message
+            )
+            await self.send(text_data=protocol.encode_error(exc))
+
+    async def handle_edit(self, message: protocol.Message) -> None:
+        if not self.role.can_edit:
+            raise errors.Forbidden(
+                f"role {self.role.value!r} cannot edit this document; an owner or "
+                "editor role is required",
+                message.message_id,
+            )
+        request = protocol.parse_edit(message)
+        result = await database_sync_to_async(store.commit)(
+            self.document_id,
+            self.user,
+            self.client_id,
+            message.message_id,
+            request.version,
+            request.components,
+            since=self.next_version,
+        )
+        for operation in result.preceding:
+            await self.deliver(operation)
+
+        operation = result.operation
+        ack = {"message_id": operation.message_id, "version": operation.version}
+        if result.duplicate:
+            ack["duplicate"] = True
+        await self.send(
+            text_data=protocol.encode(MessageType.SYSTEM, Event.OPERATION_ACK, ack)
+        )
+        self.next_version = max(self.next_version, operation.version + 1)
+        if not result.duplicate:
+            await self.channel_layer.group_send(
+                self.group,
+                {
+                    "type": protocol.GROUP_OPERATION,
+                    "version": operation.version,
+                    "frame": encode_operation(operation),
+                },
+            )
+
+    async def handle_ping(self, message: protocol.Message) -> None:
+        timestamp = protocol.parse_ping(message)
+        await self.send(
+            text_data=protocol.encode(
+                MessageType.SYSTEM, Event.PONG, {"timestamp": timestamp}
+            )
+        )
+
+    async def handle_sync(self, message: protocol.Message) -> None:
+        since = protocol.parse_sync(message)
+        await self.send_join_state(since)
+
+    # Group messages
+
+    async def operation_broadcast(self, event: dict) -> None:
+        """Deliver a committed operation, first fetching any this socket missed."""
+        version = event["version"]
+        if version < self.next_version:
+            return
+        if version > self.next_version:
+            logger.warning(
+                "document=%s client=%s missed versions %d to %d; reading them",
+                self.document_id,
+                self.client_id,
+                self.next_version,
+                version - 1,
+            )
+            missed = await database_sync_to_async(store.operations_since)(
+                self.document_id, self.next_version, until=version
+            )
+            for operation in missed:
+                await self.deliver(operation)
+        if version == self.next_version:
+            await self.send(text_data=event["frame"])
+            self.next_version = version + 1
+
+    # Helpers
+
+    async def deliver(self, operation: store.StoredOperation) -> None:
+        if operation.version != self.next_version:
+            return
+        await self.send(text_data=encode_operation(operation))
+        self.next_version = operation.version + 1
+
+    async def send_join_state(self, since: int | None) -> None:
+        state = await database_sync_to_async(store.load_join_state)(
+            self.document_id,
+            self.client_id,
+            since,
+            settings.MATERI["CATCH_UP_MAX_OPERATIONS"],
+        )
+        snapshot = state.snapshot
+        data = {
+            "document_id": str(snapshot.document_id),
+            "title": snapshot.title,
+            "role": self.role.value,
+            "version": snapshot.version,
+        }
+        if state.operations is None:
+            data["content"] = snapshot.content
+            data["acknowledged"] = state.acknowledged
+            event = Event.DOCUMENT_STATE
+        else:
+            data["operations"] = [
+                {**op.to_wire(), "client_id": op.client_id, "message_id": op.message_id}
+                for op in state.operations
+            ]
+            event = Event.CATCH_UP
+        await self.send(text_data=protocol.encode(MessageType.SYSTEM, event, data))
+        self.next_version = max(self.next_version, snapshot.version)
+
+    def schedule_heartbeat_check(self) -> None:
+        timeout = settings.MATERI["HEARTBEAT_TIMEOUT"]
+        silent_for = time.monotonic() - self.last_seen
+        if silent_for >= timeout:
+            logger.info(
+                "closing silent socket document=%s client=%s after %.0f s",
+                self.document_id,
+                self.client_id,
+                silent_for,
+            )
+            self.close_later(protocol.CloseCode.HEARTBEAT_TIMEOUT)
+            return
+        self.heartbeat_timer = asyncio.get_running_loop().call_later(
+            timeout - silent_for, self.schedule_heartbeat_check
+        )
+
+    def schedule_token_expiry(self) -> None:
+        remaining = (self.token_expires_at - datetime.now(timezone.utc)).total_seconds()
+        self.expiry_timer = asyncio.get_running_loop().call_later(
+            max(remaining, 0), self.close_later, protocol.CloseCode.UNAUTHORIZED
+        )
+
+    def close_later(self, code: int) -> None:
+        self.closing_task = asyncio.ensure_future(self.close(code=code))
+
+
+def encode_operation(operation: store.StoredOperation) -> str:
+    """Encode the document_edit frame that other clients receive."""
+    return protocol.encode(
+        MessageType.OPERATION,
+        Event.DOCUMENT_EDIT,
+        operation.to_wire(),
+        client_id=operation.client_id,
+        message_id=operation.message_id,
+    )

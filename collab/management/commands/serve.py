@@ -1,0 +1,44 @@
+"""Serve HTTP and WebSockets with daphne, configured from settings."""
+
+import logging
+
+from daphne.endpoints import build_endpoint_description_strings
+from daphne.server import Server
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = "Serve the application (HTTP and WebSockets) with daphne."
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--host", default="127.0.0.1", help="Address to bind.")
+        parser.add_argument("--port", type=int, default=8000, help="TCP port to bind.")
+
+    def handle(self, *args, host: str, port: int, **options) -> None:
+        from materi.asgi import application
+
+        max_bytes = settings.MATERI["MAX_MESSAGE_BYTES"]
+        endpoints = build_endpoint_description_strings(host=host, port=port)
+
+        def ready() -> None:
+            # A line that scripts and tests wait for before they connect.
+            self.stdout.write(f"READY http://{host}:{port}", ending="\n")
+            self.stdout.flush()
+
+        server = Server(
+            application=application,
+            endpoints=endpoints,
+            websocket_max_message_size=max_bytes,
+            websocket_max_frame_size=max_bytes,
+            # Clients send their own pings; daphne's protocol-level pings would
+            # only duplicate them, and the consumer closes silent sockets itself.
+            ping_interval=settings.MATERI["HEARTBEAT_TIMEOUT"],
+            ping_timeout=settings.MATERI["HEARTBEAT_TIMEOUT"],
+            ready_callable=ready,
+            verbosity=0,
+        )
+        logger.info("serving on %s:%s", host, port)
+        server.run()
