@@ -1,7 +1,7 @@
 """JWT authentication of WebSocket connections."""
 
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from django.contrib.auth.models import AbstractBaseUser
 from rest_framework_simplejwt.authentication import JWTAuthentication
@@ -26,6 +26,8 @@ def authenticate(raw_token: str | None) -> tuple[AbstractBaseUser, datetime]:
         user = JWTAuthentication().get_user(token)
     except (TokenError, AuthenticationFailed) as exc:
         security_logger.info("rejected WebSocket token: %s", exc)
-        raise errors.AuthenticationFailed(f"token is invalid or expired: {exc}") from None
-    expires_at = datetime.fromtimestamp(token["exp"], tz=timezone.utc)
+        raise errors.AuthenticationFailed(
+            f"token is invalid or expired: {exc}"
+        ) from None
+    expires_at = datetime.fromtimestamp(token["exp"], tz=UTC)
     return user, expires_at

@@ -8,7 +8,7 @@ import asyncio
 import logging
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
@@ -80,10 +80,12 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         self.schedule_token_expiry()
 
     async def authorize(self) -> None:
-        """Check the URL, the token and the role; raise a connection error if any fails."""
+        """Check the URL, the token and the role, or raise a connection error."""
         query = {
             key: values[-1]
-            for key, values in parse_qs(self.scope["query_string"].decode()).items()
+            for key, values in parse_qs(
+                self.scope["query_string"].decode(), keep_blank_values=True
+            ).items()
         }
         self.client_id = protocol.parse_client_id(query.get("client_id"))
         protocol.parse_protocol_version(query.get("version"))
@@ -259,7 +261,7 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         )
 
     def schedule_token_expiry(self) -> None:
-        remaining = (self.token_expires_at - datetime.now(timezone.utc)).total_seconds()
+        remaining = (self.token_expires_at - datetime.now(UTC)).total_seconds()
         self.expiry_timer = asyncio.get_running_loop().call_later(
             max(remaining, 0), self.close_later, protocol.CloseCode.UNAUTHORIZED
         )

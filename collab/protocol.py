@@ -77,7 +77,7 @@ class EditRequest:
 
 
 def decode(text: str | None) -> Message:
-    """Parse one client frame into a Message, or raise the error that names the fault."""
+    """Parse one client frame, or raise the error that names the fault."""
     if text is None:
         raise errors.InvalidJSON("binary frames are not supported; send JSON text")
     try:
@@ -166,7 +166,8 @@ def parse_client_id(value: str | None) -> str:
         raise errors.BadConnectionRequest("query parameter 'client_id' is required")
     if not ID_PATTERN.match(value):
         raise errors.BadConnectionRequest(
-            "query parameter 'client_id' must be 1 to 64 characters of A-Z a-z 0-9 _ . : -"
+            "query parameter 'client_id' must be 1 to 64 characters of "
+            "A-Z a-z 0-9 _ . : -"
         )
     return value
 

@@ -109,9 +109,7 @@ def get_role(document_id: uuid.UUID, user: AbstractBaseUser) -> Role:
 
 
 def load_snapshot(document_id: uuid.UUID) -> Snapshot:
-    document = Document.objects.only("title", "content", "version").get(
-        pk=document_id
-    )
+    document = Document.objects.only("title", "content", "version").get(pk=document_id)
     return Snapshot(document.pk, document.title, document.content, document.version)
 
 
@@ -147,7 +145,7 @@ class JoinState:
 def load_join_state(
     document_id: uuid.UUID, client_id: str, since: int | None, max_operations: int
 ) -> JoinState:
-    """Read the snapshot and, for a reconnecting client, what it missed since `since`."""
+    """Read the snapshot and, for a reconnecting client, what it missed."""
     snapshot = load_snapshot(document_id)
     if since is None:
         return JoinState(snapshot, None, [])
@@ -162,11 +160,13 @@ def load_join_state(
 def acknowledged_since(
     document_id: uuid.UUID, client_id: str, since: int
 ) -> list[dict[str, Any]]:
-    """Return message_id and version of this client's operations stored since a version."""
+    """Return message_id and version of the client's operations from `since` on."""
     rows = Operation.objects.filter(
         document_id=document_id, client_id=client_id, version__gte=since
     ).values_list("message_id", "version")
-    return [{"message_id": message_id, "version": version} for message_id, version in rows]
+    return [
+        {"message_id": message_id, "version": version} for message_id, version in rows
+    ]
 
 
 def commit(
@@ -195,7 +195,13 @@ def commit(
     for attempt in range(1, attempts + 1):
         try:
             return _commit_once(
-                document_id, user, client_id, message_id, base_version, components, since
+                document_id,
+                user,
+                client_id,
+                message_id,
+                base_version,
+                components,
+                since,
             )
         except IntegrityError:
             # A concurrent commit took this version or stored the same message
@@ -280,7 +286,6 @@ def _transform_over(components, concurrent, current_content, message_id):
         return components
     except ot.InvalidOperation as exc:
         raise errors.InvalidOperation(str(exc), message_id) from None
-
 
 
 def _check_can_edit(document_id, user, message_id) -> None:

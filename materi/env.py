@@ -28,7 +28,8 @@ def env_bool(name: str, default: bool) -> bool:
     if value in _FALSE:
         return False
     raise ImproperlyConfigured(
-        f"{name}={raw!r} is not a boolean; use one of 1, true, yes, on, 0, false, no, off"
+        f"{name}={raw!r} is not a boolean; "
+        "use one of 1, true, yes, on, 0, false, no, off"
     )
 
 

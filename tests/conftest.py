@@ -1,16 +1,27 @@
+import functools
+
 import pytest
+from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
 from django.db import connection
 from rest_framework_simplejwt.tokens import AccessToken
 
 from collab import store
 from tests.live import ServerProcess, database_url, server_env
 
+# Consumers under test reach the database from asgiref's worker threads; a
+# persistent connection left open there would keep PostgreSQL from dropping the
+# test database at the end of the run.
+settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
 
 @pytest.fixture
 def make_user(transactional_db):
     def create(username: str, password: str = "correct-horse-battery"):
-        return get_user_model().objects.create_user(username, password=password)
+        user = get_user_model()(username=username, password=hashed(password))
+        user.save()
+        return user
 
     return create
 
@@ -26,6 +37,12 @@ def make_document(transactional_db):
     return create
 
 
+@functools.cache
+def hashed(password: str) -> str:
+    """Hash each test password once: PBKDF2 takes a few hundred ms per call."""
+    return make_password(password)
+
+
 def token_for(user) -> str:
     return str(AccessToken.for_user(user))
 
@@ -36,7 +53,9 @@ def start_server(transactional_db):
     servers: list[ServerProcess] = []
 
     def start(**env: str) -> ServerProcess:
-        server = ServerProcess(server_env(database_url(connection.settings_dict), **env))
+        server = ServerProcess(
+            server_env(database_url(connection.settings_dict), **env)
+        )
         servers.append(server.start())
         return server
 
@@ -48,3 +67,20 @@ def start_server(transactional_db):
 @pytest.fixture
 def server(start_server):
     return start_server()
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """Create the test database, and end stray sessions before it is dropped.
+
+    Server processes and worker threads may leave a PostgreSQL session behind for
+    a moment after they stop, and PostgreSQL refuses to drop a database in use.
+    """
+    yield
+    if connection.vendor != "postgresql":
+        return
+    with django_db_blocker.unblock(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )

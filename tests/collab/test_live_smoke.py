@@ -28,7 +28,9 @@ def test_two_clients_converge_on_seed_example(server, make_user, make_document):
     assert ack_a["data"]["version"] == 0
     assert remote_b["data"]["operation"] == {"ops": [{"insert": "Hello"}]}
     assert ack_b["data"]["version"] == 1
-    assert remote_a["data"]["operation"] == {"ops": [{"retain": 5}, {"insert": "World"}]}
+    assert remote_a["data"]["operation"] == {
+        "ops": [{"retain": 5}, {"insert": "World"}]
+    }
     document.refresh_from_db()
     assert document.content == "HelloWorld"
     assert document.version == 2

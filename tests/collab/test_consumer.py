@@ -1,0 +1,350 @@
+"""The document consumer over the full ASGI stack, in process."""
+
+import asyncio
+import json
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from rest_framework_simplejwt.tokens import AccessToken
+
+from collab.models import Document, Operation
+from materi.asgi import application
+from tests.conftest import token_for
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
+
+
+@pytest.fixture
+def people(make_user, make_document):
+    ada = make_user("ada")
+    bob = make_user("bob")
+    vic = make_user("vic")
+    eve = make_user("eve")
+    document = make_document(
+        ada, content="Hello", members=[(bob, "editor"), (vic, "viewer")]
+    )
+    return {"ada": ada, "bob": bob, "vic": vic, "eve": eve, "document": document}
+
+
+async def open_socket(document_id, token, client_id="c1", extra=""):
+    path = f"/v1/ws/documents/{document_id}?client_id={client_id}{extra}"
+    if token is not None:
+        path += f"&token={token}"
+    communicator = WebsocketCommunicator(application, path)
+    connected, _ = await communicator.connect()
+    assert connected
+    return communicator
+
+
+async def joined(document_id, user, client_id="c1"):
+    communicator = await open_socket(document_id, token_for(user), client_id)
+    state = await communicator.receive_json_from(timeout=5)
+    assert state["event"] == "document_state"
+    return communicator
+
+
+def edit(ops, version, message_id="m1", client_id="c1"):
+    return {
+        "type": "operation",
+        "event": "document_edit",
+        "data": {"operation": {"ops": ops}, "version": version},
+        "client_id": client_id,
+        "message_id": message_id,
+    }
+
+
+async def close_code(communicator) -> int:
+    output = await communicator.receive_output(timeout=5)
+    assert output["type"] == "websocket.close", output
+    return output["code"]
+
+
+async def stored(document_id):
+    document = await Document.objects.aget(pk=document_id)
+    return document.content, document.version
+
+
+async def test_connect_sends_document_state(people):
+    document = people["document"]
+    communicator = await open_socket(document.pk, token_for(people["bob"]))
+    state = await communicator.receive_json_from(timeout=5)
+    assert state["type"] == "system"
+    assert state["event"] == "document_state"
+    assert state["data"]["document_id"] == str(document.pk)
+    assert state["data"]["title"] == "Notes"
+    assert state["data"]["content"] == "Hello"
+    assert state["data"]["version"] == 0
+    assert state["data"]["role"] == "editor"
+    await communicator.disconnect()
+
+
+@pytest.mark.parametrize(
+    "token_kind, expected_code",
+    [("missing", 4001), ("garbage", 4001), ("expired", 4001)],
+)
+async def test_connect_rejects_bad_token(people, token_kind, expected_code):
+    token = {
+        "missing": None,
+        "garbage": "not-a-jwt",
+        "expired": await sync_to_async(expired_token)(people["bob"]),
+    }[token_kind]
+    communicator = await open_socket(people["document"].pk, token)
+    assert await close_code(communicator) == expected_code
+
+
+def expired_token(user) -> str:
+    token = AccessToken.for_user(user)
+    token.set_exp(lifetime=-timedelta(seconds=1))
+    return str(token)
+
+
+async def test_connect_rejects_non_member(people):
+    communicator = await open_socket(people["document"].pk, token_for(people["eve"]))
+    assert await close_code(communicator) == 4003
+
+
+@pytest.mark.parametrize(
+    "document_id", ["00000000-0000-0000-0000-000000000000", "not-a-uuid"]
+)
+async def test_connect_rejects_unknown_document(people, document_id):
+    communicator = await open_socket(document_id, token_for(people["bob"]))
+    assert await close_code(communicator) == 4004
+
+
+@pytest.mark.parametrize(
+    "extra", ["&client_id=", "&client_id=has%20space", "&version=2", "&since=-1"]
+)
+async def test_connect_rejects_bad_parameters(people, extra):
+    communicator = await open_socket(
+        people["document"].pk, token_for(people["bob"]), client_id="c1", extra=extra
+    )
+    assert await close_code(communicator) == 4000
+
+
+BAD_FRAMES = [
+    ("not json", "invalid_json"),
+    ("[1, 2]", "invalid_message"),
+    ('{"type": 5, "event": "document_edit"}', "invalid_message"),
+    ('{"type": "teleport", "event": "x"}', "unknown_type"),
+    ('{"type": "operation", "event": "rename"}', "unknown_event"),
+    ('{"type": "system", "event": "operation_ack"}', "unknown_event"),
+    (json.dumps({**edit([{"insert": "x"}], 0), "data": []}), "invalid_message"),
+    (json.dumps(edit([{"insert": "x"}], "0")), "invalid_message"),
+    (json.dumps(edit([{"insert": "x"}], True)), "invalid_message"),
+    (json.dumps({**edit([{"insert": "x"}], 0), "message_id": None}), "invalid_message"),
+    (json.dumps(edit({"insert": "x"}, 0)), "invalid_operation"),
+    (json.dumps(edit([{"retain": 9}, {"insert": "x"}], 0)), "invalid_operation"),
+    (json.dumps(edit([{"delete": 0}], 0)), "invalid_operation"),
+    (json.dumps(edit([{"insert": "\ud800"}], 0)), "invalid_operation"),
+    (json.dumps(edit([{"bold": True}], 0)), "invalid_operation"),
+    (json.dumps(edit([{"insert": "x"}], 7)), "version_ahead"),
+]
+
+
+@pytest.mark.parametrize("frame, code", BAD_FRAMES)
+async def test_bad_frame_gets_error_and_socket_survives(people, frame, code):
+    document = people["document"]
+    sender = await joined(document.pk, people["bob"], "sender")
+    watcher = await joined(document.pk, people["ada"], "watcher")
+
+    await sender.send_to(text_data=frame)
+    error = await sender.receive_json_from(timeout=5)
+    assert error["event"] == "error"
+    assert error["data"]["code"] == code
+    assert error["data"]["message"]
+
+    # The socket is still usable and the document is unchanged.
+    await sender.send_json_to(
+        {"type": "system", "event": "ping", "data": {"timestamp": 1}}
+    )
+    pong = await sender.receive_json_from(timeout=5)
+    assert pong["event"] == "pong"
+    assert pong["data"]["timestamp"] == 1
+    assert await stored(document.pk) == ("Hello", 0)
+    assert await watcher.receive_nothing(timeout=0.2)
+    await sender.disconnect()
+    await watcher.disconnect()
+
+
+async def test_past_the_end_error_names_both_lengths(people):
+    sender = await joined(people["document"].pk, people["bob"])
+    await sender.send_json_to(edit([{"retain": 9}, {"delete": 3}], 0))
+    error = await sender.receive_json_from(timeout=5)
+    assert error["data"]["code"] == "invalid_operation"
+    assert "12" in error["data"]["message"]
+    assert "5" in error["data"]["message"]
+    assert error["data"]["message_id"] == "m1"
+    await sender.disconnect()
+
+
+async def test_viewer_edit_is_forbidden(people):
+    document = people["document"]
+    viewer = await joined(document.pk, people["vic"], "viewer")
+    watcher = await joined(document.pk, people["ada"], "watcher")
+    await viewer.send_json_to(edit([{"insert": "x"}], 0))
+    error = await viewer.receive_json_from(timeout=5)
+    assert error["data"]["code"] == "forbidden"
+    assert error["data"]["message_id"] == "m1"
+    assert await stored(document.pk) == ("Hello", 0)
+    assert await watcher.receive_nothing(timeout=0.2)
+    await viewer.disconnect()
+    await watcher.disconnect()
+
+
+async def test_edit_is_acked_stored_and_broadcast(people):
+    document = people["document"]
+    author = await joined(document.pk, people["bob"], "author")
+    other = await joined(document.pk, people["ada"], "other")
+    await author.send_json_to(
+        edit([{"retain": 5}, {"insert": " world"}], 0, "m1", "author")
+    )
+
+    ack = await author.receive_json_from(timeout=5)
+    assert ack == {
+        "type": "system",
+        "event": "operation_ack",
+        "data": {"message_id": "m1", "version": 0},
+    }
+    remote = await other.receive_json_from(timeout=5)
+    assert remote["type"] == "operation"
+    assert remote["event"] == "document_edit"
+    assert remote["client_id"] == "author"
+    assert remote["message_id"] == "m1"
+    assert remote["data"]["version"] == 0
+    assert remote["data"]["operation"] == {"ops": [{"retain": 5}, {"insert": " world"}]}
+    assert remote["data"]["user"]["username"] == "bob"
+    assert remote["data"]["timestamp"]
+    assert await author.receive_nothing(timeout=0.2)
+    assert await stored(document.pk) == ("Hello world", 1)
+    await author.disconnect()
+    await other.disconnect()
+
+
+async def test_resubmitted_edit_is_applied_once(people):
+    document = people["document"]
+    author = await joined(document.pk, people["bob"], "author")
+    message = edit([{"insert": ">"}], 0, "m1", "author")
+    await author.send_json_to(message)
+    first = await author.receive_json_from(timeout=5)
+    await author.send_json_to(message)
+    second = await author.receive_json_from(timeout=5)
+
+    assert first["data"] == {"message_id": "m1", "version": 0}
+    assert second["data"] == {"message_id": "m1", "version": 0, "duplicate": True}
+    assert await stored(document.pk) == (">Hello", 1)
+    count = await Operation.objects.filter(document=document).acount()
+    assert count == 1
+    await author.disconnect()
+
+
+async def test_resubmit_on_new_socket_gets_original_ack(people):
+    document = people["document"]
+    first_socket = await joined(document.pk, people["bob"], "author")
+    await first_socket.send_json_to(edit([{"insert": ">"}], 0, "m1", "author"))
+    await first_socket.receive_json_from(timeout=5)
+    await first_socket.disconnect()
+
+    second_socket = await joined(document.pk, people["bob"], "author")
+    await second_socket.send_json_to(edit([{"insert": ">"}], 0, "m1", "author"))
+    ack = await second_socket.receive_json_from(timeout=5)
+    assert ack["data"] == {"message_id": "m1", "version": 0, "duplicate": True}
+    assert await stored(document.pk) == (">Hello", 1)
+    await second_socket.disconnect()
+
+
+async def test_concurrent_edit_gets_missed_operations_before_ack(people):
+    document = people["document"]
+    first = await joined(document.pk, people["ada"], "first")
+    second = await joined(document.pk, people["bob"], "second")
+    await first.send_json_to(edit([{"insert": "A"}], 0, "m1", "first"))
+    await first.receive_json_from(timeout=5)
+
+    # The second client has not read the broadcast yet; its edit is based on 0.
+    await second.send_json_to(edit([{"insert": "B"}], 0, "m2", "second"))
+    received = [await second.receive_json_from(timeout=5) for _ in range(2)]
+    assert received[0]["event"] == "document_edit"
+    assert received[0]["data"]["version"] == 0
+    assert received[1]["event"] == "operation_ack"
+    assert received[1]["data"]["version"] == 1
+    # The broadcast already delivered before the ack is not sent again.
+    assert await second.receive_nothing(timeout=0.3)
+    assert await stored(document.pk) == ("ABHello", 2)
+    await first.disconnect()
+    await second.disconnect()
+
+
+async def test_reconnect_with_since_gets_catch_up(people):
+    document = people["document"]
+    author = await joined(document.pk, people["ada"], "author")
+    for index in range(3):
+        await author.send_json_to(
+            edit([{"insert": str(index)}], index, f"m{index}", "author")
+        )
+        await author.receive_json_from(timeout=5)
+
+    late = await open_socket(document.pk, token_for(people["bob"]), "late", "&since=1")
+    catch_up = await late.receive_json_from(timeout=5)
+    assert catch_up["event"] == "catch_up"
+    assert catch_up["data"]["version"] == 3
+    versions = [op["version"] for op in catch_up["data"]["operations"]]
+    assert versions == [1, 2]
+    assert catch_up["data"]["operations"][0]["message_id"] == "m1"
+    assert catch_up["data"]["operations"][0]["client_id"] == "author"
+    await author.disconnect()
+    await late.disconnect()
+
+
+async def test_sync_request_answers_catch_up(people):
+    document = people["document"]
+    author = await joined(document.pk, people["ada"], "author")
+    await author.send_json_to(edit([{"insert": "x"}], 0, "m1", "author"))
+    await author.receive_json_from(timeout=5)
+    await author.send_json_to(
+        {"type": "system", "event": "sync", "data": {"version": 0}}
+    )
+    catch_up = await author.receive_json_from(timeout=5)
+    assert catch_up["event"] == "catch_up"
+    assert [op["version"] for op in catch_up["data"]["operations"]] == [0]
+    await author.disconnect()
+
+
+async def test_far_behind_client_gets_snapshot_with_acknowledged(people, settings):
+    settings.MATERI = {**settings.MATERI, "CATCH_UP_MAX_OPERATIONS": 2}
+    document = people["document"]
+    author = await joined(document.pk, people["ada"], "author")
+    for index in range(4):
+        await author.send_json_to(
+            edit([{"insert": str(index)}], index, f"m{index}", "author")
+        )
+        await author.receive_json_from(timeout=5)
+    await author.disconnect()
+
+    again = await open_socket(
+        document.pk, token_for(people["ada"]), "author", "&since=1"
+    )
+    state = await again.receive_json_from(timeout=5)
+    assert state["event"] == "document_state"
+    assert state["data"]["content"] == "3210Hello"
+    assert state["data"]["acknowledged"] == [
+        {"message_id": "m1", "version": 1},
+        {"message_id": "m2", "version": 2},
+        {"message_id": "m3", "version": 3},
+    ]
+    await again.disconnect()
+
+
+async def test_token_expiry_closes_open_socket(people):
+    token = AccessToken.for_user(people["bob"])
+    token.set_exp(lifetime=timedelta(seconds=1))
+    communicator = await open_socket(people["document"].pk, str(token))
+    await communicator.receive_json_from(timeout=5)
+    await asyncio.sleep(1.2)
+    assert await close_code(communicator) == 4001
+
+
+async def test_silent_socket_is_closed(people, settings):
+    settings.MATERI = {**settings.MATERI, "HEARTBEAT_TIMEOUT": 1.0}
+    communicator = await joined(people["document"].pk, people["bob"])
+    assert await close_code(communicator) == 4008
