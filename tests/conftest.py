@@ -1,4 +1,7 @@
 import functools
+import os
+import tempfile
+from pathlib import Path
 
 import pytest
 from django.conf import settings
@@ -14,6 +17,25 @@ from tests.live import ServerProcess, database_url, server_env
 # persistent connection left open there would keep PostgreSQL from dropping the
 # test database at the end of the run.
 settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
+
+
+def pytest_configure(config):
+    """Give each test run its own SQLite file, shared with its server processes.
+
+    Server processes open the database through DATABASE_URL, so it must be a
+    file rather than SQLite's in-memory test database.
+    """
+    database = settings.DATABASES["default"]
+    if database["ENGINE"].endswith("sqlite3"):
+        path = Path(tempfile.gettempdir()) / f"materi-test-{os.getpid()}.sqlite3"
+        database.setdefault("TEST", {})["NAME"] = str(path)
+
+
+def pytest_unconfigure(config):
+    name = settings.DATABASES["default"].get("TEST", {}).get("NAME")
+    if name and settings.DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{name}{suffix}").unlink(missing_ok=True)
 
 
 @pytest.fixture

@@ -87,6 +87,8 @@ class ServerProcess:
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
+        if self.process:
+            self.process.stdout.close()
 
     def stop(self) -> None:
         if self.process is None:

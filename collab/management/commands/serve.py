@@ -24,6 +24,9 @@ class Command(BaseCommand):
         endpoints = build_endpoint_description_strings(host=host, port=port)
 
         def ready() -> None:
+            # Autobahn drops the TCP connection on a protocol fault by default, so
+            # the client would see 1006; a closing handshake delivers 1009 instead.
+            server.ws_factory.setProtocolOptions(failByDrop=False)
             # A line that scripts and tests wait for before they connect.
             self.stdout.write(f"READY http://{host}:{port}", ending="\n")
             self.stdout.flush()
