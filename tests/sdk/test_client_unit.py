@@ -609,12 +609,12 @@ async def test_rate_limited_edit_is_resent() -> None:
             {
                 "type": "system",
                 "event": "rate_limited",
-                "data": {"retry_after": 0.05, "message": "slow down"},
+                "data": {"retry_after": 50, "message": "slow down"},
             }
         )
         resent = await connection.receive_edit()
         assert resent["message_id"] == first["message_id"]
-        assert limits == [{"retry_after": 0.05, "message": "slow down"}]
+        assert limits == [{"retry_after": 50, "message": "slow down"}]
         await client.close()
 
 

@@ -1164,11 +1164,10 @@ class MateriRealtime:
             return
         if message_id is not None and message_id != inflight.message_id:
             return
-        # NOTE: docs/protocol.md does not say whether a rate-limited edit is
-        # dropped. Resending it is safe either way, because the server stores each
-        # message_id once.
+        # A rate-limited edit is not applied; resending it is safe because the
+        # server stores each message_id once. retry_after is in milliseconds.
         if isinstance(retry_after, (int, float)) and not isinstance(retry_after, bool):
-            delay = max(float(retry_after), 0.0)
+            delay = max(float(retry_after), 0.0) / 1000
         else:
             delay = backoff_delay(
                 inflight.retry_count,

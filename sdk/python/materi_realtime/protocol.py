@@ -20,6 +20,7 @@ FATAL_CLOSE_CODES = {
     4000: "the server rejected the connection request",
     4003: "the user has no access to the document",
     4004: "the document does not exist",
+    4010: "an operator closed the connection",
 }
 TOKEN_REJECTED_CLOSE_CODE = 4001
 MESSAGE_TOO_BIG_CLOSE_CODE = 1009
