@@ -11,7 +11,7 @@ PORT ?= 8000
 # channel layer need DJANGO_DEBUG=true (see the README's configuration table).
 export DJANGO_DEBUG ?= true
 
-.PHONY: install run test migrate browser clean
+.PHONY: install run serve test migrate browser clean
 
 install: $(STAMP)
 
@@ -40,3 +40,9 @@ test: install browser
 
 clean:
 	rm -rf $(VENV) db.sqlite3 db.sqlite3-* test-db.sqlite3*
+
+# Several server processes on one port, sharing PostgreSQL and Redis:
+#   DATABASE_URL=postgres://... REDIS_URL=redis://... make serve PROCESSES=4
+PROCESSES ?= 2
+serve: migrate
+	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT) --processes $(PROCESSES)

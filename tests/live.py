@@ -38,9 +38,13 @@ def database_url(settings_dict: dict) -> str:
 class ServerProcess:
     """A `manage.py serve` process on 127.0.0.1 and a free port."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None):
+    def __init__(
+        self, env: dict[str, str], port: int | None = None, args: tuple[str, ...] = ()
+    ):
         self.env = env
         self.port = port or free_port()
+        self.args = args
+        self.ready_line = ""
         self.process: subprocess.Popen | None = None
         self.output: list[str] = []
         self._ready = threading.Event()
@@ -56,7 +60,14 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> "ServerProcess":
         self._ready.clear()
         self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(self.port)],
+            [
+                sys.executable,
+                "manage.py",
+                "serve",
+                "--port",
+                str(self.port),
+                *self.args,
+            ],
             cwd=ROOT,
             env=self.env,
             stdout=subprocess.PIPE,
@@ -80,6 +91,7 @@ class ServerProcess:
         for line in process.stdout:
             self.output.append(line)
             if line.startswith("READY"):
+                self.ready_line = line
                 self._ready.set()
 
     def kill(self) -> None:

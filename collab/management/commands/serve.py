@@ -5,7 +5,9 @@ import logging
 from daphne.endpoints import build_endpoint_description_strings
 from daphne.server import Server
 from django.conf import settings
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
+
+from collab.workers import WorkerPool
 
 logger = logging.getLogger(__name__)
 
@@ -16,12 +18,44 @@ class Command(BaseCommand):
     def add_arguments(self, parser) -> None:
         parser.add_argument("--host", default="127.0.0.1", help="Address to bind.")
         parser.add_argument("--port", type=int, default=8000, help="TCP port to bind.")
+        parser.add_argument(
+            "--processes",
+            type=int,
+            default=1,
+            help="Number of server processes sharing the port (default 1). More "
+            "than one needs REDIS_URL, so broadcasts reach every process.",
+        )
+        parser.add_argument(
+            "--fd",
+            type=int,
+            default=None,
+            help="Serve on this inherited listening socket instead of binding; "
+            "used by --processes.",
+        )
 
-    def handle(self, *args, host: str, port: int, **options) -> None:
+    def handle(
+        self, *args, host: str, port: int, processes: int, fd: int | None, **options
+    ) -> None:
+        if processes < 1:
+            raise CommandError(f"--processes must be at least 1, got {processes}")
+        if processes > 1:
+            if not settings.REDIS_URL:
+                raise CommandError(
+                    "--processes above 1 needs REDIS_URL: the in-memory channel "
+                    "layer cannot carry broadcasts between processes"
+                )
+            WorkerPool(host, port, processes, self.stdout._out).run()
+            return
+        self.serve(host, port, fd)
+
+    def serve(self, host: str, port: int, fd: int | None) -> None:
         from materi.asgi import application
 
         max_bytes = settings.MATERI["MAX_MESSAGE_BYTES"]
-        endpoints = build_endpoint_description_strings(host=host, port=port)
+        if fd is None:
+            endpoints = build_endpoint_description_strings(host=host, port=port)
+        else:
+            endpoints = build_endpoint_description_strings(file_descriptor=fd)
 
         def ready() -> None:
             # Autobahn drops the TCP connection on a protocol fault by default, so
