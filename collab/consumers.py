@@ -16,8 +16,10 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from collab import auth, errors, protocol, store
+from collab.commit import EditRequest, committer
 from collab.models import Role
 from collab.protocol import Event, MessageType
+from presence.session import PresenceSession
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +41,13 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         (MessageType.OPERATION, Event.DOCUMENT_EDIT): "handle_edit",
         (MessageType.SYSTEM, Event.PING): "handle_ping",
         (MessageType.SYSTEM, Event.SYNC): "handle_sync",
+        (MessageType.PRESENCE, Event.CURSOR_UPDATE): "handle_cursor_update",
+        (MessageType.PRESENCE, Event.ACTIVITY): "handle_activity",
     }
 
     document_id: uuid.UUID | None = None
     group: str | None = None
+    presence: PresenceSession | None = None
     next_version = 0
     heartbeat_timer: asyncio.TimerHandle | None = None
     expiry_timer: asyncio.TimerHandle | None = None
@@ -67,6 +72,21 @@ class DocumentConsumer(AsyncWebsocketConsumer):
             return
 
         self.group = group_name(self.document_id)
+        self.presence = PresenceSession.for_socket(
+            self.scope,
+            self.channel_layer,
+            self.channel_name,
+            self.group,
+            document_id=self.document_id,
+            user=self.user,
+            client_id=self.client_id,
+            protocol_version=self.protocol_version,
+            current_version=lambda: self.next_version,
+        )
+        # The row goes in before the group add and the presence list is read
+        # after it, so a client that joins at the same time is listed, announced
+        # by a join event, or both.
+        await self.presence.join()
         await self.channel_layer.group_add(self.group, self.channel_name)
         logger.info(
             "connected document=%s client=%s user=%s role=%s",
@@ -76,6 +96,7 @@ class DocumentConsumer(AsyncWebsocketConsumer):
             self.role.value,
         )
         await self.send_join_state(self.since)
+        await self.presence.announce()
         self.schedule_heartbeat_check()
         self.schedule_token_expiry()
 
@@ -88,7 +109,7 @@ class DocumentConsumer(AsyncWebsocketConsumer):
             ).items()
         }
         self.client_id = protocol.parse_client_id(query.get("client_id"))
-        protocol.parse_protocol_version(query.get("version"))
+        self.protocol_version = protocol.parse_protocol_version(query.get("version"))
         self.since = protocol.parse_since(query.get("since"))
         self.user, self.token_expires_at = await database_sync_to_async(
             auth.authenticate
@@ -111,6 +132,7 @@ class DocumentConsumer(AsyncWebsocketConsumer):
                 timer.cancel()
         if self.group is not None:
             await self.channel_layer.group_discard(self.group, self.channel_name)
+            await self.presence.leave()
             logger.info(
                 "disconnected document=%s client=%s user=%s code=%s",
                 self.document_id,
@@ -125,6 +147,7 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         if self.group is None:
             return
         self.last_seen = time.monotonic()
+        await self.presence.heartbeat()
         try:
             message = protocol.decode(text_data)
             handler = getattr(self, self.handlers[(message.type, message.event)])
@@ -143,14 +166,16 @@ class DocumentConsumer(AsyncWebsocketConsumer):
                 message.message_id,
             )
         request = protocol.parse_edit(message)
-        result = await database_sync_to_async(store.commit)(
+        result = await committer.submit(
             self.document_id,
-            self.user,
-            self.client_id,
-            message.message_id,
-            request.version,
-            request.components,
-            since=self.next_version,
+            EditRequest(
+                user=self.user,
+                client_id=self.client_id,
+                message_id=message.message_id,
+                base_version=request.version,
+                components=request.components,
+                since=self.next_version,
+            ),
         )
         for operation in result.preceding:
             await self.deliver(operation)
@@ -185,6 +210,12 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         since = protocol.parse_sync(message)
         await self.send_join_state(since)
 
+    async def handle_cursor_update(self, message: protocol.Message) -> None:
+        await self.presence.update_cursor(message)
+
+    async def handle_activity(self, message: protocol.Message) -> None:
+        await self.presence.update_activity(message)
+
     # Group messages
 
     async def operation_broadcast(self, event: dict) -> None:
@@ -193,23 +224,47 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         if version < self.next_version:
             return
         if version > self.next_version:
-            logger.warning(
-                "document=%s client=%s missed versions %d to %d; reading them",
-                self.document_id,
-                self.client_id,
-                self.next_version,
-                version - 1,
-            )
-            missed = await database_sync_to_async(store.operations_since)(
-                self.document_id, self.next_version, until=version
-            )
-            for operation in missed:
-                await self.deliver(operation)
+            await self.deliver_missed(version)
         if version == self.next_version:
             await self.send(text_data=event["frame"])
             self.next_version = version + 1
 
+    async def presence_broadcast(self, event: dict) -> None:
+        """Send another socket's presence event, its selections moved to our version."""
+        version = event["data"].get("version")
+        if version is not None and version > self.next_version:
+            await self.deliver_missed(version)
+        frame = await self.presence.relay(event, self.next_version)
+        if frame is not None:
+            await self.send(text_data=frame)
+
+    async def connection_terminate(self, event: dict) -> None:
+        """Close the socket on an operator's request (admin action)."""
+        logger.info(
+            "closing socket document=%s client=%s on operator request",
+            self.document_id,
+            self.client_id,
+        )
+        await self.close(
+            code=protocol.CloseCode.DISCONNECTED_BY_OPERATOR, reason=event["reason"]
+        )
+
     # Helpers
+
+    async def deliver_missed(self, version: int) -> None:
+        """Read and send the operations from next_version up to `version` - 1."""
+        logger.warning(
+            "document=%s client=%s missed versions %d to %d; reading them",
+            self.document_id,
+            self.client_id,
+            self.next_version,
+            version - 1,
+        )
+        missed = await database_sync_to_async(store.operations_since)(
+            self.document_id, self.next_version, until=version
+        )
+        for operation in missed:
+            await self.deliver(operation)
 
     async def deliver(self, operation: store.StoredOperation) -> None:
         if operation.version != self.next_version:
@@ -218,6 +273,8 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         self.next_version = operation.version + 1
 
     async def send_join_state(self, since: int | None) -> None:
+        # Read before the snapshot, so every listed selection is at or below it.
+        present = await self.presence.read_present_clients()
         state = await database_sync_to_async(store.load_join_state)(
             self.document_id,
             self.client_id,
@@ -230,6 +287,7 @@ class DocumentConsumer(AsyncWebsocketConsumer):
             "title": snapshot.title,
             "role": self.role.value,
             "version": snapshot.version,
+            "presence": await self.presence.describe(present, snapshot),
         }
         if state.operations is None:
             data["content"] = snapshot.content

@@ -59,6 +59,9 @@ CLIENT_EVENTS: dict[MessageType, frozenset[Event]] = {
 
 # Channel-layer event types; Channels dispatches "a.b" to the consumer method a_b.
 GROUP_OPERATION = "operation.broadcast"
+GROUP_PRESENCE = "presence.broadcast"
+# Sent to one socket's channel to close it with DISCONNECTED_BY_OPERATOR.
+CHANNEL_TERMINATE = "connection.terminate"
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ class Message:
 
 
 @dataclass(frozen=True)
-class EditRequest:
+class EditData:
     components: list[Any]
     version: int
 
@@ -134,7 +137,7 @@ def encode_error(error: errors.RealtimeError) -> str:
     return encode(MessageType.SYSTEM, Event.ERROR, data)
 
 
-def parse_edit(message: Message) -> EditRequest:
+def parse_edit(message: Message) -> EditData:
     """Read the data of an operation/document_edit message."""
     if message.message_id is None:
         raise errors.InvalidMessage("an edit needs a 'message_id'")
@@ -145,7 +148,7 @@ def parse_edit(message: Message) -> EditRequest:
             message.message_id,
         )
     version = _non_negative_int(message, "version")
-    return EditRequest(components=operation["ops"], version=version)
+    return EditData(components=operation["ops"], version=version)
 
 
 def parse_sync(message: Message) -> int:

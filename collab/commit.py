@@ -1,0 +1,339 @@
+"""The commit path of every edit: transform, apply, store, in one transaction.
+
+Commits to one document are serialized across processes: PostgreSQL takes a row
+lock on the document, and SQLite runs every transaction in IMMEDIATE mode, which
+takes the database's write lock at BEGIN. If two commits still collide on a unique
+constraint, the loser rolls back and retries, and the retry sees the winner.
+
+Within one process, `Committer` batches the edits to one document that arrive
+while a commit of that document is running, and commits them together in the
+next transaction: one lock, one read of the history and one write of the content
+for the whole batch.
+"""
+
+import asyncio
+import dataclasses
+import logging
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import DatabaseError, IntegrityError, transaction
+from django.utils import timezone
+
+from collab import errors, ot
+from collab.models import Document, DocumentMembership, Operation, Role
+from collab.store import StoredOperation, operations_since
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 200
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """One submitted edit. `since` is the first version the caller wants back."""
+
+    user: AbstractBaseUser
+    client_id: str
+    message_id: str
+    base_version: int
+    components: list[Any]
+    since: int
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """The outcome of one edit.
+
+    `preceding` holds the stored operations from the request's `since` version up
+    to `operation.version - 1`, so the caller can deliver them before the ack.
+    """
+
+    operation: StoredOperation
+    duplicate: bool
+    preceding: list[StoredOperation] = field(default_factory=list)
+
+
+Outcome = CommitResult | errors.RealtimeError
+
+
+def commit(
+    document_id: uuid.UUID,
+    user: AbstractBaseUser,
+    client_id: str,
+    message_id: str,
+    base_version: int,
+    components: list[Any],
+    since: int | None = None,
+) -> CommitResult:
+    """Commit one edit, exactly once per (client_id, message_id), or raise."""
+    since = base_version if since is None else since
+    request = EditRequest(user, client_id, message_id, base_version, components, since)
+    [outcome] = commit_batch(document_id, [request])
+    if isinstance(outcome, errors.RealtimeError):
+        raise outcome
+    return outcome
+
+
+def commit_batch(document_id: uuid.UUID, requests: list[EditRequest]) -> list[Outcome]:
+    """Commit several edits to one document in one transaction, in order.
+
+    Return one outcome per request: its result, or the error that rejected it. A
+    rejected edit changes nothing and does not affect the others.
+    """
+    outcomes: list[Outcome | None] = [None] * len(requests)
+    prepared: list[tuple[int, EditRequest]] = []
+    for index, request in enumerate(requests):
+        try:
+            prepared.append((index, _prepare(request)))
+        except errors.RealtimeError as exc:
+            outcomes[index] = exc
+    if not prepared:
+        return outcomes
+
+    attempts = settings.MATERI["COMMIT_ATTEMPTS"]
+    for attempt in range(1, attempts + 1):
+        try:
+            for index, outcome in _commit_once(document_id, prepared):
+                outcomes[index] = outcome
+            return outcomes
+        except IntegrityError:
+            # A concurrent commit took a version or stored one of these messages
+            # first; the next attempt sees it and transforms or acknowledges.
+            logger.warning(
+                "commit conflict on document %s (attempt %d of %d)",
+                document_id,
+                attempt,
+                attempts,
+            )
+        except DatabaseError as exc:
+            logger.error("commit failed on document %s: %s", document_id, exc)
+            return _fill(
+                outcomes,
+                prepared,
+                "the edit could not be stored because the database is unavailable; "
+                "resend it later",
+            )
+    return _fill(
+        outcomes, prepared, f"the edit lost {attempts} commit races; resend it"
+    )
+
+
+def _prepare(request: EditRequest) -> EditRequest:
+    """Check the edit's structure and size before any database work."""
+    try:
+        ot.validate(
+            request.components,
+            max_insert_length=settings.MATERI["MAX_INSERT_LENGTH"],
+        )
+    except ot.InvalidOperation as exc:
+        raise errors.InvalidOperation(str(exc), request.message_id) from None
+    return dataclasses.replace(request, since=min(request.since, request.base_version))
+
+
+def _fill(outcomes, prepared, message: str) -> list[Outcome]:
+    for index, request in prepared:
+        outcomes[index] = errors.Unavailable(message, request.message_id)
+    return outcomes
+
+
+def _commit_once(document_id, prepared) -> list[tuple[int, Outcome]]:
+    with transaction.atomic():
+        document = (
+            Document.objects.select_for_update()
+            .only("content", "version")
+            .get(pk=document_id)
+        )
+        batch = _Batch(document, [request for _, request in prepared])
+        outcomes = [(index, batch.add(request)) for index, request in prepared]
+        if batch.new_operations:
+            Operation.objects.bulk_create(batch.new_operations)
+            document.save(update_fields=["content", "version", "updated_at"])
+    return outcomes
+
+
+class _Batch:
+    """One commit transaction: the history is read once and edits apply in turn.
+
+    `history` holds every stored operation from version `first_version` on, with
+    no gap, and grows as the batch adds operations.
+    """
+
+    def __init__(self, document: Document, requests: list[EditRequest]):
+        self.document = document
+        self.now = timezone.now()
+        self.roles = _roles(document.pk, {request.user.pk for request in requests})
+        self.existing = _existing(document.pk, requests)
+        self.first_version = min(request.since for request in requests)
+        self.history = operations_since(document.pk, self.first_version)
+        self.new_operations: list[Operation] = []
+
+    def add(self, request: EditRequest) -> Outcome:
+        try:
+            return self._add(request)
+        except errors.RealtimeError as exc:
+            return exc
+
+    def _add(self, request: EditRequest) -> CommitResult:
+        _check_can_edit(self.roles.get(request.user.pk), request.message_id)
+        key = (request.client_id, request.message_id)
+        if key in self.existing:
+            stored = self.existing[key]
+            preceding = self._between(request.since, stored.version)
+            return CommitResult(stored, duplicate=True, preceding=preceding)
+
+        document = self.document
+        if request.base_version > document.version:
+            raise errors.VersionAhead(
+                f"edit is based on version {request.base_version} but the document "
+                f"is at version {document.version}",
+                request.message_id,
+            )
+        concurrent = self.history[request.base_version - self.first_version :]
+        components = _transform_over(
+            request.components, concurrent, document.content, request.message_id
+        )
+        stored = StoredOperation(
+            version=document.version,
+            components=components,
+            client_id=request.client_id,
+            message_id=request.message_id,
+            user_id=request.user.pk,
+            username=request.user.get_username(),
+            created_at=self.now,
+        )
+        self.new_operations.append(
+            Operation(
+                document_id=document.pk,
+                version=stored.version,
+                components=components,
+                author=request.user,
+                client_id=request.client_id,
+                message_id=request.message_id,
+                created_at=self.now,
+            )
+        )
+        document.content = ot.apply(document.content, components)
+        document.version += 1
+        self.history.append(stored)
+        self.existing[key] = stored
+        preceding = self._between(request.since, stored.version)
+        return CommitResult(stored, duplicate=False, preceding=preceding)
+
+    def _between(self, since: int, version: int) -> list[StoredOperation]:
+        """Return the operations with since <= version < `version`, if read."""
+        start = max(since - self.first_version, 0)
+        return self.history[start : max(version - self.first_version, 0)]
+
+
+def _roles(document_id, user_ids) -> dict[int, Role]:
+    """Read the editors' roles inside the commit, so a demotion applies at once."""
+    memberships = DocumentMembership.objects.filter(
+        document_id=document_id, user_id__in=user_ids
+    ).values_list("user_id", "role")
+    return {user_id: Role(role) for user_id, role in memberships}
+
+
+def _existing(document_id, requests) -> dict[tuple[str, str], StoredOperation]:
+    """Read the already stored operations among the requests' (client, message) ids."""
+    keys = {(request.client_id, request.message_id) for request in requests}
+    rows = Operation.objects.filter(
+        document_id=document_id,
+        client_id__in={client_id for client_id, _ in keys},
+        message_id__in={message_id for _, message_id in keys},
+    ).select_related("author")
+    return {
+        (row.client_id, row.message_id): StoredOperation.from_model(row)
+        for row in rows
+        if (row.client_id, row.message_id) in keys
+    }
+
+
+def _check_can_edit(role: Role | None, message_id: str) -> None:
+    if role is None or not role.can_edit:
+        name = role.value if role else "none"
+        raise errors.Forbidden(
+            f"role {name!r} cannot edit this document; an owner or editor role is "
+            "required",
+            message_id,
+        )
+
+
+def _transform_over(components, concurrent, current_content, message_id):
+    """Check the edit against its base document, then transform it over `concurrent`."""
+    base_length = len(current_content) - sum(
+        ot.length_change(op.components) for op in concurrent
+    )
+    try:
+        # Check the length before normalizing, which drops a trailing retain.
+        ot.validate(components, doc_length=base_length)
+        components = ot.normalize(components)
+        for op in concurrent:
+            components = ot.transform(components, op.components, "right")
+        return components
+    except ot.InvalidOperation as exc:
+        raise errors.InvalidOperation(str(exc), message_id) from None
+
+
+class Committer:
+    """Group commit of one process's edits, per document.
+
+    The first edit to an idle document is committed at once. Edits that arrive
+    while that commit runs wait and are committed together in the next one, so a
+    busy document costs one transaction per batch instead of one per edit.
+    """
+
+    def __init__(self) -> None:
+        self.queues: dict[uuid.UUID, list[tuple[EditRequest, asyncio.Future]]] = {}
+        self.running: set[uuid.UUID] = set()
+        self.tasks: set[asyncio.Task] = set()
+
+    async def submit(
+        self, document_id: uuid.UUID, request: EditRequest
+    ) -> CommitResult:
+        """Commit the edit, or raise the error that rejected it."""
+        future = asyncio.get_running_loop().create_future()
+        self.queues.setdefault(document_id, []).append((request, future))
+        if document_id not in self.running:
+            self.running.add(document_id)
+            task = asyncio.create_task(self._drain(document_id))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        return await future
+
+    async def _drain(self, document_id: uuid.UUID) -> None:
+        try:
+            while queue := self.queues.get(document_id):
+                batch, self.queues[document_id] = queue[:MAX_BATCH], queue[MAX_BATCH:]
+                await self._commit(document_id, batch)
+        finally:
+            self.queues.pop(document_id, None)
+            self.running.discard(document_id)
+
+    async def _commit(self, document_id, batch) -> None:
+        requests = [request for request, _ in batch]
+        try:
+            outcomes = await database_sync_to_async(commit_batch)(document_id, requests)
+        except Exception as exc:
+            logger.exception("commit of %d edits to %s failed", len(batch), document_id)
+            outcomes = [
+                errors.Unavailable(
+                    f"the edit could not be stored ({type(exc).__name__}); resend it",
+                    request.message_id,
+                )
+                for request in requests
+            ]
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():
+                continue
+            if isinstance(outcome, errors.RealtimeError):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+
+committer = Committer()
