@@ -7,9 +7,9 @@ import random
 import pytest
 import websockets
 from django.conf import settings
+from materi_realtime import MateriRealtime
 
 from collab.models import Document, Operation
-from materi_realtime import MateriRealtime
 from tests.conftest import token_for
 from tests.live import Client
 
