@@ -24,7 +24,8 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
-from collab import errors, ot
+from collab import errors, ot, protocol
+from collab.fanout import fanout
 from collab.models import Document, DocumentMembership, Operation, Role
 from collab.store import StoredOperation, operations_since
 
@@ -167,9 +168,17 @@ class _Batch:
         self.document = document
         self.now = timezone.now()
         self.roles = _roles(document.pk, {request.user.pk for request in requests})
-        self.existing = _existing(document.pk, requests)
+        # An edit based on the current version cannot have been stored before,
+        # because storing it moved the version past its base. For those the
+        # unique constraint is the only check needed, and the query is skipped.
+        behind = [r for r in requests if r.base_version < document.version]
+        self.existing = _existing(document.pk, behind) if behind else {}
         self.first_version = min(request.since for request in requests)
-        self.history = operations_since(document.pk, self.first_version)
+        self.history = (
+            operations_since(document.pk, self.first_version)
+            if self.first_version < document.version
+            else []
+        )
         self.new_operations: list[Operation] = []
 
     def add(self, request: EditRequest) -> Outcome:
@@ -317,7 +326,11 @@ class Committer:
     async def _commit(self, document_id, batch) -> None:
         requests = [request for request, _ in batch]
         try:
-            outcomes = await database_sync_to_async(commit_batch)(document_id, requests)
+            # Off the shared ORM thread: commits to different documents run in
+            # parallel, each worker thread with its own database connection.
+            outcomes = await database_sync_to_async(
+                commit_batch, thread_sensitive=False
+            )(document_id, requests)
         except Exception as exc:
             logger.exception("commit of %d edits to %s failed", len(batch), document_id)
             outcomes = [
@@ -334,6 +347,36 @@ class Committer:
                 future.set_exception(outcome)
             else:
                 future.set_result(outcome)
+        await self._publish(document_id, outcomes)
+
+    async def _publish(self, document_id, outcomes) -> None:
+        """Publish the batch's new operations in version order.
+
+        The next batch of this document waits for this, so subscribers receive a
+        process's operations with no gap; the acks are already on their way.
+        """
+        frames = [
+            (outcome.operation.version, protocol.encode_operation(outcome.operation))
+            for outcome in outcomes
+            if isinstance(outcome, CommitResult) and not outcome.duplicate
+        ]
+        if not frames:
+            return
+        # Let the woken consumers send their acks first, so an author's own
+        # socket has moved past its operation when the fan-out arrives there.
+        await asyncio.sleep(0)
+        try:
+            await fanout.publish(document_id, frames)
+        except Exception as exc:
+            # Subscribers read what they missed from the database at their next
+            # broadcast or heartbeat.
+            logger.warning(
+                "publishing versions %d to %d of %s failed: %s",
+                frames[0][0],
+                frames[-1][0],
+                document_id,
+                exc,
+            )
 
 
 committer = Committer()

@@ -17,6 +17,7 @@ from django.conf import settings
 
 from collab import auth, errors, protocol, store
 from collab.commit import EditRequest, committer
+from collab.fanout import fanout
 from collab.models import Role
 from collab.protocol import Event, MessageType
 from presence.session import PresenceSession
@@ -46,6 +47,7 @@ class DocumentConsumer(AsyncWebsocketConsumer):
     }
 
     document_id: uuid.UUID | None = None
+    joined = False
     group: str | None = None
     presence: PresenceSession | None = None
     next_version = 0
@@ -88,6 +90,7 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         # by a join event, or both.
         await self.presence.join()
         await self.channel_layer.group_add(self.group, self.channel_name)
+        await fanout.subscribe(self.document_id, self)
         logger.info(
             "connected document=%s client=%s user=%s role=%s",
             self.document_id,
@@ -131,6 +134,7 @@ class DocumentConsumer(AsyncWebsocketConsumer):
             if timer is not None:
                 timer.cancel()
         if self.group is not None:
+            await fanout.unsubscribe(self.document_id, self)
             await self.channel_layer.group_discard(self.group, self.channel_name)
             await self.presence.leave()
             logger.info(
@@ -188,15 +192,6 @@ class DocumentConsumer(AsyncWebsocketConsumer):
             text_data=protocol.encode(MessageType.SYSTEM, Event.OPERATION_ACK, ack)
         )
         self.next_version = max(self.next_version, operation.version + 1)
-        if not result.duplicate:
-            await self.channel_layer.group_send(
-                self.group,
-                {
-                    "type": protocol.GROUP_OPERATION,
-                    "version": operation.version,
-                    "frame": encode_operation(operation),
-                },
-            )
 
     async def handle_ping(self, message: protocol.Message) -> None:
         timestamp = protocol.parse_ping(message)
@@ -205,6 +200,17 @@ class DocumentConsumer(AsyncWebsocketConsumer):
                 MessageType.SYSTEM, Event.PONG, {"timestamp": timestamp}
             )
         )
+        await self.catch_up_on_heartbeat()
+
+    async def catch_up_on_heartbeat(self) -> None:
+        """Send what a dropped broadcast left out, when no later broadcast came.
+
+        The channel layer drops messages to a full channel; the next broadcast
+        reveals such a gap, and this check covers a document that went quiet.
+        """
+        version = await database_sync_to_async(store.current_version)(self.document_id)
+        if version > self.next_version:
+            await self.deliver_missed(version)
 
     async def handle_sync(self, message: protocol.Message) -> None:
         since = protocol.parse_sync(message)
@@ -218,16 +224,29 @@ class DocumentConsumer(AsyncWebsocketConsumer):
 
     # Group messages
 
-    async def operation_broadcast(self, event: dict) -> None:
-        """Deliver a committed operation, first fetching any this socket missed."""
-        version = event["version"]
-        if version < self.next_version:
+    async def receive_operation(self, version: int, frame: str) -> None:
+        """Deliver a committed operation from the process's fan-out.
+
+        Runs outside this consumer's message loop, so the version check and the
+        increment happen with no await between them.
+        """
+        if not self.joined or version < self.next_version:
+            # Before the join state is sent, next_version is not known yet; the
+            # state's version covers what is skipped here.
             return
         if version > self.next_version:
-            await self.deliver_missed(version)
-        if version == self.next_version:
-            await self.send(text_data=event["frame"])
-            self.next_version = version + 1
+            # Read what the layer dropped in this consumer's own loop, in order.
+            await self.channel_layer.send(
+                self.channel_name,
+                {"type": protocol.OPERATION_GAP, "version": version + 1},
+            )
+            return
+        self.next_version = version + 1
+        await self.send(text_data=frame)
+
+    async def operation_gap(self, event: dict) -> None:
+        if event["version"] > self.next_version:
+            await self.deliver_missed(event["version"])
 
     async def presence_broadcast(self, event: dict) -> None:
         """Send another socket's presence event, its selections moved to our version."""
@@ -246,13 +265,24 @@ class DocumentConsumer(AsyncWebsocketConsumer):
             self.client_id,
         )
         await self.close(
-            code=protocol.CloseCode.DISCONNECTED_BY_OPERATOR, reason=event["reason"]
+            code=int(protocol.CloseCode.DISCONNECTED_BY_OPERATOR),
+            reason=event["reason"],
         )
 
     # Helpers
 
     async def deliver_missed(self, version: int) -> None:
-        """Read and send the operations from next_version up to `version` - 1."""
+        """Send the operations from next_version up to `version` - 1.
+
+        They come from the process's recent frames when it has them all, so many
+        sockets that fall behind together do not each query the database.
+        """
+        frames = fanout.recent_frames(self.document_id, self.next_version, version)
+        if frames is not None:
+            for frame in frames:
+                self.next_version += 1
+                await self.send(text_data=frame)
+            return
         logger.warning(
             "document=%s client=%s missed versions %d to %d; reading them",
             self.document_id,
@@ -269,8 +299,8 @@ class DocumentConsumer(AsyncWebsocketConsumer):
     async def deliver(self, operation: store.StoredOperation) -> None:
         if operation.version != self.next_version:
             return
-        await self.send(text_data=encode_operation(operation))
         self.next_version = operation.version + 1
+        await self.send(text_data=protocol.encode_operation(operation))
 
     async def send_join_state(self, since: int | None) -> None:
         # Read before the snapshot, so every listed selection is at or below it.
@@ -301,6 +331,7 @@ class DocumentConsumer(AsyncWebsocketConsumer):
             event = Event.CATCH_UP
         await self.send(text_data=protocol.encode(MessageType.SYSTEM, event, data))
         self.next_version = max(self.next_version, snapshot.version)
+        self.joined = True
 
     def schedule_heartbeat_check(self) -> None:
         timeout = settings.MATERI["HEARTBEAT_TIMEOUT"]
@@ -325,15 +356,5 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         )
 
     def close_later(self, code: int) -> None:
-        self.closing_task = asyncio.ensure_future(self.close(code=code))
-
-
-def encode_operation(operation: store.StoredOperation) -> str:
-    """Encode the document_edit frame that other clients receive."""
-    return protocol.encode(
-        MessageType.OPERATION,
-        Event.DOCUMENT_EDIT,
-        operation.to_wire(),
-        client_id=operation.client_id,
-        message_id=operation.message_id,
-    )
+        # Autobahn rejects int subclasses such as CloseCode members as close codes.
+        self.closing_task = asyncio.ensure_future(self.close(code=int(code)))

@@ -58,7 +58,8 @@ CLIENT_EVENTS: dict[MessageType, frozenset[Event]] = {
 }
 
 # Channel-layer event types; Channels dispatches "a.b" to the consumer method a_b.
-GROUP_OPERATION = "operation.broadcast"
+FANOUT_OPERATION = "fanout.operation"  # to each process's fan-out channel
+OPERATION_GAP = "operation.gap"  # from a consumer to itself
 GROUP_PRESENCE = "presence.broadcast"
 # Sent to one socket's channel to close it with DISCONNECTED_BY_OPERATOR.
 CHANNEL_TERMINATE = "connection.terminate"
@@ -226,3 +227,14 @@ def _non_negative_int(message: Message, name: str) -> int:
             message.message_id,
         )
     return value
+
+
+def encode_operation(operation) -> str:
+    """Encode the document_edit frame of a stored operation for other clients."""
+    return encode(
+        MessageType.OPERATION,
+        Event.DOCUMENT_EDIT,
+        operation.to_wire(),
+        client_id=operation.client_id,
+        message_id=operation.message_id,
+    )

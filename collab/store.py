@@ -91,6 +91,12 @@ def load_snapshot(document_id: uuid.UUID) -> Snapshot:
     return Snapshot(document.pk, document.title, document.content, document.version)
 
 
+def current_version(document_id: uuid.UUID) -> int:
+    return (
+        Document.objects.filter(pk=document_id).values_list("version", flat=True).get()
+    )
+
+
 def operations_since(
     document_id: uuid.UUID,
     since: int,

@@ -94,15 +94,32 @@ if _database["ENGINE"] == "django.db.backends.sqlite3":
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }
 else:
+    # No CONN_HEALTH_CHECKS: Channels closes stale connections around every
+    # database call, so a health check would add a round trip to each of them.
+    # A connection broken by a database restart fails one call and is replaced.
     _database["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60)
-    _database["CONN_HEALTH_CHECKS"] = True
 DATABASES = {"default": _database}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Channel layer and cache
 
 REDIS_URL = env_str("REDIS_URL")
-if REDIS_URL:
+# "core" is channels-redis's list-based layer, "pubsub" its Redis Pub/Sub layer;
+# docs/deployment.md compares them.
+CHANNEL_LAYER_KIND = env_str("MATERI_CHANNEL_LAYER", "core")
+if CHANNEL_LAYER_KIND not in ("core", "pubsub"):
+    raise ImproperlyConfigured(
+        f"MATERI_CHANNEL_LAYER={CHANNEL_LAYER_KIND!r} is not supported; "
+        "use core or pubsub"
+    )
+if REDIS_URL and CHANNEL_LAYER_KIND == "pubsub":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL]},
+        }
+    }
+elif REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -113,6 +130,7 @@ if REDIS_URL:
             },
         }
     }
+if REDIS_URL:
     CACHES = {
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
@@ -126,7 +144,14 @@ else:
             "it cannot reach other server processes. Set REDIS_URL in production, or "
             "set DJANGO_DEBUG=true for a single development process."
         )
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {
+                "capacity": env_int("MATERI_CHANNEL_CAPACITY", 1000, minimum=10)
+            },
+        }
+    }
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 # Authentication
@@ -186,6 +211,11 @@ MATERI = {
     "HEARTBEAT_TIMEOUT": env_float("MATERI_HEARTBEAT_TIMEOUT", 45.0, minimum=1.0),
     # Attempts at committing one edit when concurrent commits win the race.
     "COMMIT_ATTEMPTS": env_int("MATERI_COMMIT_ATTEMPTS", 10, minimum=1),
+    # Most cursor_update broadcasts per second from one client; updates in between
+    # are coalesced and the latest one is always sent.
+    "CURSOR_UPDATES_PER_SECOND": env_float(
+        "MATERI_CURSOR_UPDATES_PER_SECOND", 20.0, minimum=0.1
+    ),
 }
 
 LOGGING = {

@@ -3,3 +3,4 @@ from django.apps import AppConfig
 
 class PresenceConfig(AppConfig):
     name = "presence"
+    verbose_name = "Presence"

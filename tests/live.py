@@ -15,6 +15,7 @@ from urllib.parse import quote
 import websockets
 
 ROOT = Path(__file__).resolve().parent.parent
+PRESENCE_EVENTS = {"join", "leave", "cursor_update", "activity"}
 
 
 def free_port() -> int:
@@ -149,18 +150,24 @@ class Client:
         text = message if isinstance(message, str) else json.dumps(message)
         await self.connection.send(text)
 
-    async def receive(self, timeout: float = 10.0) -> dict:
-        return json.loads(await asyncio.wait_for(self.connection.recv(), timeout))
+    async def receive(self, timeout: float = 10.0, presence: bool = True) -> dict:
+        """Return the next message; with presence=False, skip presence events."""
+        async with asyncio.timeout(timeout):
+            while True:
+                message = json.loads(await self.connection.recv())
+                if presence or message["type"] != "presence":
+                    return message
 
     async def expect(self, event: str, timeout: float = 10.0) -> dict:
         """Receive the next message and check its event."""
-        message = await self.receive(timeout)
+        message = await self.receive(timeout, presence=event in PRESENCE_EVENTS)
         assert message["event"] == event, message
         return message
 
     async def nothing_within(self, seconds: float) -> bool:
+        """Return True when no message but presence events arrives in time."""
         try:
-            message = await asyncio.wait_for(self.connection.recv(), seconds)
+            message = await self.receive(seconds, presence=False)
         except TimeoutError:
             return True
         raise AssertionError(f"unexpected message: {message}")

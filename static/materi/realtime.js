@@ -812,6 +812,7 @@ const CLOSE_BAD_REQUEST = 4000;
 const CLOSE_UNAUTHORIZED = 4001;
 const CLOSE_FORBIDDEN = 4003;
 const CLOSE_NOT_FOUND = 4004;
+const CLOSE_BY_OPERATOR = 4010;
 const CLOSE_MESSAGE_TOO_BIG = 1009;
 const CLOSE_NORMAL = 1000;
 
@@ -1408,7 +1409,12 @@ export class MateriRealtime {
     this._log('socket', text);
     this._dropSocket(CLOSE_NORMAL, reason);
 
-    if (code === CLOSE_BAD_REQUEST || code === CLOSE_FORBIDDEN || code === CLOSE_NOT_FOUND) {
+    if (
+      code === CLOSE_BAD_REQUEST ||
+      code === CLOSE_FORBIDDEN ||
+      code === CLOSE_NOT_FOUND ||
+      code === CLOSE_BY_OPERATOR
+    ) {
       this._fail(text);
       return;
     }
@@ -1553,16 +1559,26 @@ export class MateriRealtime {
     this._pongTimer = this._clearTimer(this._pongTimer);
   }
 
+  /**
+   * Sends a ping and starts the pong timeout. A socket that is closing gets no ping,
+   * but the same timeout, because a close handshake that never completes would
+   * otherwise leave the client waiting without a close event.
+   */
   _sendPing() {
     const socket = this._socket;
-    if (socket === null || socket.readyState !== SOCKET_OPEN) {
+    if (socket === null || socket.readyState === SOCKET_CONNECTING) {
       return;
     }
-    this._send({ type: 'system', event: 'ping', data: { timestamp: Date.now() } });
+    let reason = `no pong within ${this._heartbeatTimeout} ms`;
+    if (socket.readyState === SOCKET_OPEN) {
+      this._send({ type: 'system', event: 'ping', data: { timestamp: Date.now() } });
+    } else {
+      reason = `the socket did not finish closing within ${this._heartbeatTimeout} ms`;
+    }
     if (this._pongTimer === null && this._heartbeatTimeout > 0) {
       this._pongTimer = this._setTimer(() => {
         this._pongTimer = null;
-        this._handleConnectionLost(socket, `no pong within ${this._heartbeatTimeout} ms`);
+        this._handleConnectionLost(socket, reason);
       }, this._heartbeatTimeout);
     }
   }
@@ -1915,7 +1931,7 @@ export class MateriRealtime {
     return true;
   }
 
-  /** Marks the in-flight edit as stored at `version`; confirmedText must already include it. */
+  /** Marks the in-flight edit as stored at `version` and moves the version past it; the caller updates confirmedText. */
   _completeInflight(version) {
     const { messageId } = this._inflight;
     this._inflight = null;
@@ -2111,10 +2127,8 @@ export class MateriRealtime {
     const retryAfter = data.retry_after ?? data.retryAfter ?? null;
     this._emit('rate_limited', { retryAfter, message: data.message ?? '' });
     if (this._inflight !== null && messageId === this._inflight.messageId) {
-      // NOTE: protocol.md does not specify rate_limited; this assumes retry_after in
-      // seconds and that the edit was dropped.
-      const seconds = Number.isFinite(retryAfter) ? retryAfter : 1;
-      this._scheduleResend(seconds * 1000);
+      // The rate-limited edit was not applied; retry_after is in milliseconds.
+      this._scheduleResend(Number.isFinite(retryAfter) ? retryAfter : 1000);
     }
   }
 }

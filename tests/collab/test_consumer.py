@@ -9,6 +9,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from rest_framework_simplejwt.tokens import AccessToken
 
+from collab.commit import commit
 from collab.models import Document, Operation
 from materi.asgi import application
 from tests.conftest import token_for
@@ -55,6 +56,26 @@ def edit(ops, version, message_id="m1", client_id="c1"):
     }
 
 
+async def receive(communicator) -> dict:
+    """Return the next message that is not a presence event."""
+    while True:
+        message = await communicator.receive_json_from(timeout=5)
+        if message["type"] != "presence":
+            return message
+
+
+async def quiet(communicator, timeout: float = 0.2) -> bool:
+    """Return True when nothing but presence events arrives within the timeout."""
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await communicator.receive_json_from(timeout=timeout)
+                if message["type"] != "presence":
+                    raise AssertionError(f"unexpected message: {message}")
+    except TimeoutError:
+        return True
+
+
 async def close_code(communicator) -> int:
     output = await communicator.receive_output(timeout=5)
     assert output["type"] == "websocket.close", output
@@ -69,7 +90,7 @@ async def stored(document_id):
 async def test_connect_sends_document_state(people):
     document = people["document"]
     communicator = await open_socket(document.pk, token_for(people["bob"]))
-    state = await communicator.receive_json_from(timeout=5)
+    state = await receive(communicator)
     assert state["type"] == "system"
     assert state["event"] == "document_state"
     assert state["data"]["document_id"] == str(document.pk)
@@ -150,7 +171,7 @@ async def test_bad_frame_gets_error_and_socket_survives(people, frame, code):
     watcher = await joined(document.pk, people["ada"], "watcher")
 
     await sender.send_to(text_data=frame)
-    error = await sender.receive_json_from(timeout=5)
+    error = await receive(sender)
     assert error["event"] == "error"
     assert error["data"]["code"] == code
     assert error["data"]["message"]
@@ -159,11 +180,11 @@ async def test_bad_frame_gets_error_and_socket_survives(people, frame, code):
     await sender.send_json_to(
         {"type": "system", "event": "ping", "data": {"timestamp": 1}}
     )
-    pong = await sender.receive_json_from(timeout=5)
+    pong = await receive(sender)
     assert pong["event"] == "pong"
     assert pong["data"]["timestamp"] == 1
     assert await stored(document.pk) == ("Hello", 0)
-    assert await watcher.receive_nothing(timeout=0.2)
+    assert await quiet(watcher, 0.2)
     await sender.disconnect()
     await watcher.disconnect()
 
@@ -171,7 +192,7 @@ async def test_bad_frame_gets_error_and_socket_survives(people, frame, code):
 async def test_past_the_end_error_names_both_lengths(people):
     sender = await joined(people["document"].pk, people["bob"])
     await sender.send_json_to(edit([{"retain": 9}, {"delete": 3}], 0))
-    error = await sender.receive_json_from(timeout=5)
+    error = await receive(sender)
     assert error["data"]["code"] == "invalid_operation"
     assert "12" in error["data"]["message"]
     assert "5" in error["data"]["message"]
@@ -184,11 +205,11 @@ async def test_viewer_edit_is_forbidden(people):
     viewer = await joined(document.pk, people["vic"], "viewer")
     watcher = await joined(document.pk, people["ada"], "watcher")
     await viewer.send_json_to(edit([{"insert": "x"}], 0))
-    error = await viewer.receive_json_from(timeout=5)
+    error = await receive(viewer)
     assert error["data"]["code"] == "forbidden"
     assert error["data"]["message_id"] == "m1"
     assert await stored(document.pk) == ("Hello", 0)
-    assert await watcher.receive_nothing(timeout=0.2)
+    assert await quiet(watcher, 0.2)
     await viewer.disconnect()
     await watcher.disconnect()
 
@@ -201,13 +222,13 @@ async def test_edit_is_acked_stored_and_broadcast(people):
         edit([{"retain": 5}, {"insert": " world"}], 0, "m1", "author")
     )
 
-    ack = await author.receive_json_from(timeout=5)
+    ack = await receive(author)
     assert ack == {
         "type": "system",
         "event": "operation_ack",
         "data": {"message_id": "m1", "version": 0},
     }
-    remote = await other.receive_json_from(timeout=5)
+    remote = await receive(other)
     assert remote["type"] == "operation"
     assert remote["event"] == "document_edit"
     assert remote["client_id"] == "author"
@@ -216,7 +237,7 @@ async def test_edit_is_acked_stored_and_broadcast(people):
     assert remote["data"]["operation"] == {"ops": [{"retain": 5}, {"insert": " world"}]}
     assert remote["data"]["user"]["username"] == "bob"
     assert remote["data"]["timestamp"]
-    assert await author.receive_nothing(timeout=0.2)
+    assert await quiet(author, 0.2)
     assert await stored(document.pk) == ("Hello world", 1)
     await author.disconnect()
     await other.disconnect()
@@ -227,9 +248,9 @@ async def test_resubmitted_edit_is_applied_once(people):
     author = await joined(document.pk, people["bob"], "author")
     message = edit([{"insert": ">"}], 0, "m1", "author")
     await author.send_json_to(message)
-    first = await author.receive_json_from(timeout=5)
+    first = await receive(author)
     await author.send_json_to(message)
-    second = await author.receive_json_from(timeout=5)
+    second = await receive(author)
 
     assert first["data"] == {"message_id": "m1", "version": 0}
     assert second["data"] == {"message_id": "m1", "version": 0, "duplicate": True}
@@ -243,12 +264,12 @@ async def test_resubmit_on_new_socket_gets_original_ack(people):
     document = people["document"]
     first_socket = await joined(document.pk, people["bob"], "author")
     await first_socket.send_json_to(edit([{"insert": ">"}], 0, "m1", "author"))
-    await first_socket.receive_json_from(timeout=5)
+    await receive(first_socket)
     await first_socket.disconnect()
 
     second_socket = await joined(document.pk, people["bob"], "author")
     await second_socket.send_json_to(edit([{"insert": ">"}], 0, "m1", "author"))
-    ack = await second_socket.receive_json_from(timeout=5)
+    ack = await receive(second_socket)
     assert ack["data"] == {"message_id": "m1", "version": 0, "duplicate": True}
     assert await stored(document.pk) == (">Hello", 1)
     await second_socket.disconnect()
@@ -259,17 +280,17 @@ async def test_concurrent_edit_gets_missed_operations_before_ack(people):
     first = await joined(document.pk, people["ada"], "first")
     second = await joined(document.pk, people["bob"], "second")
     await first.send_json_to(edit([{"insert": "A"}], 0, "m1", "first"))
-    await first.receive_json_from(timeout=5)
+    await receive(first)
 
     # The second client has not read the broadcast yet; its edit is based on 0.
     await second.send_json_to(edit([{"insert": "B"}], 0, "m2", "second"))
-    received = [await second.receive_json_from(timeout=5) for _ in range(2)]
+    received = [await receive(second) for _ in range(2)]
     assert received[0]["event"] == "document_edit"
     assert received[0]["data"]["version"] == 0
     assert received[1]["event"] == "operation_ack"
     assert received[1]["data"]["version"] == 1
     # The broadcast already delivered before the ack is not sent again.
-    assert await second.receive_nothing(timeout=0.3)
+    assert await quiet(second, 0.3)
     assert await stored(document.pk) == ("ABHello", 2)
     await first.disconnect()
     await second.disconnect()
@@ -282,10 +303,10 @@ async def test_reconnect_with_since_gets_catch_up(people):
         await author.send_json_to(
             edit([{"insert": str(index)}], index, f"m{index}", "author")
         )
-        await author.receive_json_from(timeout=5)
+        await receive(author)
 
     late = await open_socket(document.pk, token_for(people["bob"]), "late", "&since=1")
-    catch_up = await late.receive_json_from(timeout=5)
+    catch_up = await receive(late)
     assert catch_up["event"] == "catch_up"
     assert catch_up["data"]["version"] == 3
     versions = [op["version"] for op in catch_up["data"]["operations"]]
@@ -300,11 +321,11 @@ async def test_sync_request_answers_catch_up(people):
     document = people["document"]
     author = await joined(document.pk, people["ada"], "author")
     await author.send_json_to(edit([{"insert": "x"}], 0, "m1", "author"))
-    await author.receive_json_from(timeout=5)
+    await receive(author)
     await author.send_json_to(
         {"type": "system", "event": "sync", "data": {"version": 0}}
     )
-    catch_up = await author.receive_json_from(timeout=5)
+    catch_up = await receive(author)
     assert catch_up["event"] == "catch_up"
     assert [op["version"] for op in catch_up["data"]["operations"]] == [0]
     await author.disconnect()
@@ -318,13 +339,13 @@ async def test_far_behind_client_gets_snapshot_with_acknowledged(people, setting
         await author.send_json_to(
             edit([{"insert": str(index)}], index, f"m{index}", "author")
         )
-        await author.receive_json_from(timeout=5)
+        await receive(author)
     await author.disconnect()
 
     again = await open_socket(
         document.pk, token_for(people["ada"]), "author", "&since=1"
     )
-    state = await again.receive_json_from(timeout=5)
+    state = await receive(again)
     assert state["event"] == "document_state"
     assert state["data"]["content"] == "3210Hello"
     assert state["data"]["acknowledged"] == [
@@ -339,7 +360,7 @@ async def test_token_expiry_closes_open_socket(people):
     token = AccessToken.for_user(people["bob"])
     token.set_exp(lifetime=timedelta(seconds=1))
     communicator = await open_socket(people["document"].pk, str(token))
-    await communicator.receive_json_from(timeout=5)
+    await receive(communicator)
     await asyncio.sleep(1.2)
     assert await close_code(communicator) == 4001
 
@@ -348,3 +369,22 @@ async def test_silent_socket_is_closed(people, settings):
     settings.MATERI = {**settings.MATERI, "HEARTBEAT_TIMEOUT": 1.0}
     communicator = await joined(people["document"].pk, people["bob"])
     assert await close_code(communicator) == 4008
+
+
+async def test_ping_delivers_operations_a_dropped_broadcast_missed(people):
+    document = people["document"]
+    reader = await joined(document.pk, people["bob"], "reader")
+    # Committed without a broadcast, as when the channel layer drops it.
+    await sync_to_async(commit)(
+        document.pk, people["ada"], "writer", "m1", 0, [{"insert": ">"}]
+    )
+    assert await quiet(reader, 0.2)
+
+    await reader.send_json_to({"type": "system", "event": "ping", "data": {}})
+    pong = await receive(reader)
+    assert pong["event"] == "pong"
+    missed = await receive(reader)
+    assert missed["event"] == "document_edit"
+    assert missed["data"]["version"] == 0
+    assert missed["message_id"] == "m1"
+    await reader.disconnect()

@@ -880,7 +880,7 @@ async def test_unreachable_server_fails() -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("code", [4000, 4003, 4004])
+@pytest.mark.parametrize("code", [4000, 4003, 4004, 4010])
 async def test_fatal_close_code_fails(code: int) -> None:
     async with asyncio.timeout(TEST_TIMEOUT), FakeServer(close_code=code) as server:
         client = make_client(server.url)

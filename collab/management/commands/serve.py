@@ -8,6 +8,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from collab.workers import WorkerPool
+from presence import reaper
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,9 @@ class Command(BaseCommand):
             # Autobahn drops the TCP connection on a protocol fault by default, so
             # the client would see 1006; a closing handshake delivers 1009 instead.
             server.ws_factory.setProtocolOptions(failByDrop=False)
+            # Reap at once, for the sockets of processes that died before this one
+            # started, and then periodically, for processes that die later.
+            reaper.start_periodic_reaper()
             # A line that scripts and tests wait for before they connect.
             self.stdout.write(f"READY http://{host}:{port}", ending="\n")
             self.stdout.flush()
