@@ -15,6 +15,7 @@ import asyncio
 import dataclasses
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,9 @@ from collab.store import StoredOperation, operations_since
 logger = logging.getLogger(__name__)
 
 MAX_BATCH = 200
+# Threads that run commits, each with its own database connection. They live as
+# long as the process, so their connections are reused across event loops.
+COMMIT_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="commit")
 
 
 @dataclass(frozen=True)
@@ -329,7 +333,7 @@ class Committer:
             # Off the shared ORM thread: commits to different documents run in
             # parallel, each worker thread with its own database connection.
             outcomes = await database_sync_to_async(
-                commit_batch, thread_sensitive=False
+                commit_batch, thread_sensitive=False, executor=COMMIT_THREADS
             )(document_id, requests)
         except Exception as exc:
             logger.exception("commit of %d edits to %s failed", len(batch), document_id)

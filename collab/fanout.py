@@ -70,6 +70,22 @@ class DocumentFanout:
                 await get_channel_layer().group_discard(
                     operations_group(document_id), self.channel
                 )
+        if not self.subscribers:
+            await self._stop()
+
+    async def _stop(self) -> None:
+        """Stop receiving while no socket is subscribed.
+
+        The receive would otherwise stay pending for the process's lifetime, and
+        channels-redis binds its receive lock to the loop that waits on it.
+        """
+        async with self.starting:
+            task, self.task = self.task, None
+            if task is None or self.subscribers:
+                self.task = task
+                return
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     async def publish(
         self, document_id: uuid.UUID, frames: list[tuple[int, str]]

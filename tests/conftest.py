@@ -4,6 +4,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from channels.layers import channel_layers
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.hashers import make_password
@@ -11,6 +12,7 @@ from django.db import connection
 from rest_framework_simplejwt.tokens import AccessToken
 
 from collab import store
+from collab.fanout import fanout
 from tests.live import ServerProcess, database_url, server_env
 
 # Consumers under test reach the database from asgiref's worker threads; a
@@ -106,3 +108,15 @@ def django_db_setup(django_db_setup, django_db_blocker):
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
             "WHERE datname = current_database() AND pid <> pg_backend_pid()"
         )
+
+
+@pytest.fixture(autouse=True)
+def fresh_channel_layer():
+    """Give each test new channel-layer and fan-out objects.
+
+    Both keep state bound to the event loop that used them, and every async test
+    runs in an event loop of its own.
+    """
+    yield
+    channel_layers.backends = {}
+    fanout.__init__()
