@@ -836,6 +836,18 @@ const MAX_TIMER_DELAY = 2 ** 31 - 1;
 // Time after which a resync from a snapshot is again immediate rather than backed off.
 const RESYNC_BACKOFF_RESET = 60000;
 
+// Presence
+const ACTIVITY_STATES = new Set(['active', 'idle', 'away']);
+const DEFAULT_IDLE_TIMEOUT = 60000;
+// Minimum time between two cursor_update messages; calls in between are coalesced and
+// the latest one is sent when the interval ends. The server broadcasts at most
+// MATERI_CURSOR_UPDATES_PER_SECOND (20 by default) updates per client per second.
+const SELECTION_SEND_INTERVAL = 50;
+// The server's limit on selections in one cursor_update.
+const MAX_SELECTIONS = 100;
+// Committed operations kept for moving a cursor_update made at an older version.
+const RECENT_OPERATIONS_LIMIT = 200;
+
 /** Returns a random id of 1 to 64 characters from the protocol's id alphabet. */
 function randomId() {
   const cryptoApi = globalThis.crypto;
@@ -886,6 +898,54 @@ function pageBaseUrl() {
   return `${scheme}//${location.host}`;
 }
 
+/**
+ * Returns where a position in the output of `ops` was in the input: a position inside
+ * or at the end of inserted text maps to where the insert happened.
+ */
+function positionBeforeOperation(position, ops) {
+  let oldIndex = 0;
+  let newIndex = 0;
+  for (const [kind, , length] of normalizedParts(parse(ops))) {
+    if (kind === RETAIN) {
+      if (position <= newIndex + length) {
+        return oldIndex + position - newIndex;
+      }
+      oldIndex += length;
+      newIndex += length;
+    } else if (kind === INSERT) {
+      if (position <= newIndex + length) {
+        return oldIndex;
+      }
+      newIndex += length;
+    } else {
+      oldIndex += length;
+    }
+  }
+  return oldIndex + position - newIndex;
+}
+
+function isPosition(value) {
+  return Number.isSafeInteger(value) && value >= 0;
+}
+
+/**
+ * Returns the valid {anchor, head} entries of a selections list from the server as
+ * new objects, or an empty list when `selections` is not an array.
+ */
+function readSelections(selections) {
+  if (!Array.isArray(selections)) {
+    return [];
+  }
+  return selections
+    .filter((selection) => isPosition(selection?.anchor) && isPosition(selection?.head))
+    .map(({ anchor, head }) => ({ anchor, head }));
+}
+
+/** Returns `selections` with every position moved by `move(position)`. */
+function mapSelections(selections, move) {
+  return selections.map(({ anchor, head }) => ({ anchor: move(anchor), head: move(head) }));
+}
+
 function checkDelay(name, value) {
   if (!Number.isFinite(value) || value < 0) {
     throw new RangeError(`${name} must be a non-negative number of ms, got ${value}`);
@@ -914,6 +974,9 @@ export class MateriRealtime {
    * - heartbeatInterval, heartbeatTimeout, connectTimeout: ms; 0 disables each.
    * - maxInsertLength: most characters one sent operation inserts; larger edits are
    *   sent as several operations (default 100000, the server's default).
+   * - idleTimeout: ms after the last sign of activity (setActivity('active'),
+   *   setSelections() or a local edit) before the client reports itself idle
+   *   (default 60000); 0 disables it.
    * - debug: log frames and state changes with console.debug.
    * - WebSocket: the WebSocket constructor (default globalThis.WebSocket).
    */
@@ -930,6 +993,7 @@ export class MateriRealtime {
       heartbeatTimeout = DEFAULT_HEARTBEAT_TIMEOUT,
       connectTimeout = DEFAULT_CONNECT_TIMEOUT,
       maxInsertLength = DEFAULT_MAX_INSERT_LENGTH,
+      idleTimeout = DEFAULT_IDLE_TIMEOUT,
       WebSocket: socketClass = globalThis.WebSocket,
     } = options;
 
@@ -970,6 +1034,7 @@ export class MateriRealtime {
     if (!Number.isSafeInteger(maxInsertLength) || maxInsertLength < 1) {
       throw new RangeError(`maxInsertLength must be a positive integer, got ${maxInsertLength}`);
     }
+    checkDelay('idleTimeout', idleTimeout);
 
     this.documentId = documentId;
     this.clientId = clientId;
@@ -982,6 +1047,7 @@ export class MateriRealtime {
     this._heartbeatTimeout = heartbeatTimeout;
     this._connectTimeout = connectTimeout;
     this._maxInsertLength = maxInsertLength;
+    this.idleTimeout = idleTimeout;
     this._WebSocket = socketClass;
 
     this._listeners = new Map();
@@ -1019,6 +1085,25 @@ export class MateriRealtime {
     this._connectWaiters = [];
     this._flushWaiters = [];
     this._openSerial = 0;
+
+    // Presence of the other clients: user id -> {userId, displayName, color,
+    // clients: Map of client id -> {clientId, selections, activity}}, in the order
+    // they joined. Selections are positions in the local text.
+    this._people = new Map();
+    // Committed operations by the version they applied to, in confirmed-text
+    // positions, for moving selections that refer to an older version.
+    this._recentOperations = new Map();
+    // This client's own selections in the local text (null until setSelections())
+    // and activity, which are sent again on every new socket.
+    this._selections = null;
+    this._activity = 'active';
+    this._activitySet = false;
+    this._presenceSocket = null;
+    this._lastSelectionsFrame = null;
+    this._lastSelectionsSentAt = -Infinity;
+    this._selectionsStale = false;
+    this._selectionsTimer = null;
+    this._idleTimer = null;
   }
 
   /** Connection state: one of connecting, connected, disconnected, reconnecting, closing, failed. */
@@ -1049,6 +1134,26 @@ export class MateriRealtime {
   /** Whether some local edit has not been acknowledged yet. */
   get hasPendingEdits() {
     return this._inflight !== null || this._buffer !== null;
+  }
+
+  /**
+   * The other people with the document open, in the order they joined: a new array of
+   * {userId, displayName, color, clients: [{clientId, selections, activity}]}, one
+   * entry per user. Selections are code-point positions in `text`. This client's own
+   * clientId is never listed, but the user's other clients (tabs) are.
+   */
+  get presence() {
+    return this._presenceList();
+  }
+
+  /** This client's own activity: active, idle or away. */
+  get activity() {
+    return this._activity;
+  }
+
+  /** This client's own selections as last set with setSelections() and moved by edits, or null. */
+  get selections() {
+    return this._selections === null ? null : this._selections.map((selection) => ({ ...selection }));
   }
 
   // Events
@@ -1140,6 +1245,8 @@ export class MateriRealtime {
     this._resendTimer = null;
     this._tokenTimer = null;
     this._reconnectTimer = null;
+    this._selectionsTimer = null;
+    this._idleTimer = null;
   }
 
   // Connecting and closing
@@ -1205,6 +1312,7 @@ export class MateriRealtime {
         }
       });
     }
+    this._clearPresence();
     this._setState('disconnected', 'closed by the client');
   }
 
@@ -1508,6 +1616,7 @@ export class MateriRealtime {
     this._clearAllTimers();
     this._openSerial += 1;
     this._dropSocket(CLOSE_NORMAL, 'client failed');
+    this._clearPresence();
     this._setState('failed', reason);
     const error = new Error(`connection failed: ${reason}`);
     this._rejectConnectWaiters(error);
@@ -1627,16 +1736,18 @@ export class MateriRealtime {
     if (
       this._awaitingSync &&
       ((type === 'operation' && event === 'document_edit') ||
-        (type === 'system' && event === 'operation_ack'))
+        (type === 'system' && event === 'operation_ack') ||
+        type === 'presence')
     ) {
-      // Applied once the catch_up or document_state arrives.
+      // Applied once the catch_up or document_state arrives. Presence events wait
+      // too, because their selections may refer to a version not received yet.
       this._queuedFrames.push(message);
       return;
     }
     if (type === 'operation' && event === 'document_edit') {
       this._handleRemoteEdit(message);
     } else if (type === 'presence') {
-      this._emit('presence', { event, data, clientId: message.client_id ?? null });
+      this._handlePresenceEvent(event, data);
     } else if (type !== 'system') {
       this._log(`ignoring ${type}/${event}`);
     } else if (event === 'document_state') {
@@ -1665,13 +1776,15 @@ export class MateriRealtime {
       this._emitError('invalid_message', 'document_state without content or version');
       return;
     }
+    // Operations before a snapshot cannot move selections to versions after it.
+    this._recentOperations.clear();
     if (!this._hasSynced) {
       const previousText = this._text;
       this._text = data.content;
       this._confirmedText = data.content;
       this._version = data.version;
       if (previousText !== data.content) {
-        this._emit('change', { ops: diff(previousText, data.content), text: this._text, origin: 'sync' });
+        this._emitChange(diff(previousText, data.content), 'sync');
       }
     } else {
       this._rebaseOnSnapshot(data);
@@ -1747,7 +1860,7 @@ export class MateriRealtime {
     this._version = serverVersion;
     this._text = text;
     if (previousText !== text) {
-      this._emit('change', { ops: diff(previousText, text), text, origin: 'sync' });
+      this._emitChange(diff(previousText, text), 'sync');
     }
   }
 
@@ -1777,6 +1890,11 @@ export class MateriRealtime {
   _finishSync(data) {
     this._hasSynced = true;
     this._awaitingSync = false;
+    if (Array.isArray(data.presence)) {
+      this._replacePresence(data.presence, data.version);
+      // Presence events that arrived before this list are older than it.
+      this._queuedFrames = this._queuedFrames.filter((message) => message.type !== 'presence');
+    }
     if (typeof data.role === 'string') {
       this._role = data.role;
     }
@@ -1805,6 +1923,12 @@ export class MateriRealtime {
       this._dispatch(message);
     }
     this._sendPending();
+    this._resendOwnPresence();
+    if (this._selectionsStale) {
+      // A catch_up or snapshot may have acknowledged the edits that the last
+      // cursor_update could not place exactly.
+      this._scheduleSelectionsSend();
+    }
   }
 
   _requestSync() {
@@ -1856,13 +1980,15 @@ export class MateriRealtime {
       return this._acknowledgeWithServerOperation(data.version, ops);
     }
 
+    let committed;
     let remote;
     let inflightOps = null;
     let bufferOps = null;
     let confirmedText;
     let text;
     try {
-      remote = normalize(ops);
+      committed = normalize(ops);
+      remote = committed;
       confirmedText = apply(this._confirmedText, remote);
       if (inflight !== null) {
         inflightOps = transform(inflight.ops, remote, 'right');
@@ -1887,6 +2013,7 @@ export class MateriRealtime {
     }
     this._text = text;
     this._version = data.version + 1;
+    this._recordOperation(data.version, committed);
     this._emit('operation', {
       ops,
       version: data.version,
@@ -1897,7 +2024,7 @@ export class MateriRealtime {
       appliedOps: remote,
     });
     if (remote.length > 0) {
-      this._emit('change', { ops: remote, text, origin: 'remote' });
+      this._emitChange(remote, 'remote');
     }
     return true;
   }
@@ -1918,6 +2045,7 @@ export class MateriRealtime {
       return false;
     }
     const previousConfirmed = this._confirmedText;
+    this._recordOperation(version, stored);
     this._completeInflight(version);
     if (JSON.stringify(stored) === JSON.stringify(inflight.ops)) {
       this._confirmedText = confirmedText;
@@ -1962,8 +2090,14 @@ export class MateriRealtime {
       return;
     }
     this._confirmedText = apply(this._confirmedText, inflight.ops);
+    this._recordOperation(data.version, inflight.ops);
     this._completeInflight(data.version);
     this._sendPending();
+    if (this._selectionsStale) {
+      // The last cursor_update placed the caret as if unacknowledged text were not
+      // there yet. Now that the text has a version, send the exact position.
+      this._scheduleSelectionsSend();
+    }
   }
 
   // Local edits
@@ -2012,8 +2146,9 @@ export class MateriRealtime {
     if (this._buffer.length === 0) {
       this._buffer = null;
     }
-    this._emit('change', { ops: normalized, text: this._text, origin: 'local' });
+    this._emitChange(normalized, 'local');
     this._sendPending();
+    this._noteActivity();
     return normalized;
   }
 
@@ -2086,7 +2221,7 @@ export class MateriRealtime {
     const previousText = this._text;
     this._text = this._confirmedText;
     if (previousText !== this._text) {
-      this._emit('change', { ops: diff(previousText, this._text), text: this._text, origin: 'sync' });
+      this._emitChange(diff(previousText, this._text), 'sync');
     }
     this._rejectFlushWaiters(error);
   }
@@ -2131,5 +2266,341 @@ export class MateriRealtime {
       this._scheduleResend(Number.isFinite(retryAfter) ? retryAfter : 1000);
     }
   }
-}
 
+  // Presence
+
+  /**
+   * Sets this client's selections: a list of {anchor, head} code-point positions in
+   * `text`, where head is the caret, or an empty list for no cursor. The client sends
+   * at most one cursor_update per 50 ms, and the last call's selections always go
+   * out. They are sent again after every reconnect. Throws TypeError or RangeError
+   * for an invalid list.
+   */
+  setSelections(selections) {
+    if (!Array.isArray(selections)) {
+      throw new TypeError(`selections must be an array of {anchor, head}, got ${typeName(selections)}`);
+    }
+    if (selections.length > MAX_SELECTIONS) {
+      throw new RangeError(`at most ${MAX_SELECTIONS} selections are allowed, got ${selections.length}`);
+    }
+    const length = codePointLength(this._text);
+    const copies = selections.map((selection, index) => {
+      if (selection === null || typeof selection !== 'object') {
+        throw new TypeError(`selection ${index} must be an object with anchor and head, got ${shortRepr(selection)}`);
+      }
+      this._checkPosition(`selection ${index} anchor`, selection.anchor, length);
+      this._checkPosition(`selection ${index} head`, selection.head, length);
+      return { anchor: selection.anchor, head: selection.head };
+    });
+    this._selections = copies;
+    this._noteActivity();
+    this._scheduleSelectionsSend();
+  }
+
+  /**
+   * Sets this client's activity to 'active', 'idle' or 'away' and sends it when it
+   * changed. While the activity is active, the client switches to idle by itself
+   * after `idleTimeout` ms without another sign of activity.
+   */
+  setActivity(state) {
+    if (!ACTIVITY_STATES.has(state)) {
+      throw new RangeError(`activity must be one of ${[...ACTIVITY_STATES].join(', ')}, got ${shortRepr(state)}`);
+    }
+    this._activitySet = true;
+    this._restartIdleTimer(state);
+    if (state === this._activity) {
+      return;
+    }
+    this._activity = state;
+    if (this._canSendPresence()) {
+      this._send({ type: 'presence', event: 'activity', data: { state } });
+    }
+  }
+
+  /** Moves an idle client back to active after a local edit or selection change. */
+  _noteActivity() {
+    if (this._activity === 'idle') {
+      this.setActivity('active');
+    } else {
+      this._restartIdleTimer(this._activity);
+    }
+  }
+
+  _restartIdleTimer(state) {
+    this._idleTimer = this._clearTimer(this._idleTimer);
+    const running = this._state !== 'disconnected' && this._state !== 'failed' && this._state !== 'closing';
+    if (state !== 'active' || this.idleTimeout <= 0 || !running) {
+      return;
+    }
+    this._idleTimer = this._setTimer(() => {
+      this._idleTimer = null;
+      this.setActivity('idle');
+    }, Math.min(this.idleTimeout, MAX_TIMER_DELAY));
+  }
+
+  _canSendPresence() {
+    return this._socket !== null && !this._awaitingSync && this._state === 'connected';
+  }
+
+  /** Sends the selections now if the interval since the last send has passed, or when it has. */
+  _scheduleSelectionsSend() {
+    if (this._selectionsTimer !== null) {
+      return;
+    }
+    const wait = this._lastSelectionsSentAt + SELECTION_SEND_INTERVAL - Date.now();
+    if (wait <= 0) {
+      this._sendSelections();
+      return;
+    }
+    this._selectionsTimer = this._setTimer(() => {
+      this._selectionsTimer = null;
+      this._sendSelections();
+    }, wait);
+  }
+
+  /**
+   * Sends the selections at the current version. Positions in text that the server
+   * has not acknowledged are in no version, so they are sent as the start of that
+   * text. Once the acknowledgement arrives, the selections are sent again.
+   */
+  _sendSelections() {
+    if (this._selections === null || !this._canSendPresence()) {
+      return;
+    }
+    const confirmedLength = codePointLength(this._confirmedText);
+    const selections = mapSelections(this._selections, (position) => {
+      let moved = position;
+      if (this._buffer !== null) {
+        moved = positionBeforeOperation(moved, this._buffer);
+      }
+      if (this._inflight !== null) {
+        moved = positionBeforeOperation(moved, this._inflight.ops);
+      }
+      return Math.min(moved, confirmedLength);
+    });
+    this._selectionsStale = this.hasPendingEdits;
+    const data = { selections, version: this._version };
+    const frame = JSON.stringify(data);
+    if (frame === this._lastSelectionsFrame) {
+      return;
+    }
+    this._lastSelectionsFrame = frame;
+    this._lastSelectionsSentAt = Date.now();
+    this._send({ type: 'presence', event: 'cursor_update', data });
+  }
+
+  /** Sends the selections and activity on a new socket, where the server starts without them. */
+  _resendOwnPresence() {
+    if (this._socket === this._presenceSocket || !this._canSendPresence()) {
+      return;
+    }
+    this._presenceSocket = this._socket;
+    this._lastSelectionsFrame = null;
+    if (this._activitySet) {
+      this._send({ type: 'presence', event: 'activity', data: { state: this._activity } });
+    }
+    if (this._selections !== null) {
+      this._selectionsTimer = this._clearTimer(this._selectionsTimer);
+      this._sendSelections();
+    }
+    if (this._idleTimer === null) {
+      this._restartIdleTimer(this._activity);
+    }
+  }
+
+  /** Stores a committed operation by its version and drops the oldest one kept. */
+  _recordOperation(version, ops) {
+    this._recentOperations.set(version, ops);
+    this._recentOperations.delete(version - RECENT_OPERATIONS_LIMIT);
+  }
+
+  /**
+   * Moves selections that refer to the server's document at `version` into the local
+   * text: over the committed operations this client applied since then, then over its
+   * unacknowledged edits. Another client's caret stays before text inserted exactly
+   * at it. Positions are clamped into the local text.
+   */
+  _importSelections(selections, version) {
+    const committed = [];
+    let usable = Number.isSafeInteger(version) && version <= this._version;
+    for (let next = version; usable && next < this._version; next += 1) {
+      const ops = this._recentOperations.get(next);
+      if (ops === undefined) {
+        usable = false;
+      } else {
+        committed.push(ops);
+      }
+    }
+    if (!usable) {
+      // NOTE: without the operations in between, the positions can be off by the
+      // length of those edits until the client sends its next cursor_update.
+      this._log(`selections at version ${version} cannot be moved to version ${this._version}; clamping them`);
+      committed.length = 0;
+    }
+    const pending = [];
+    if (this._inflight !== null) {
+      pending.push(this._inflight.ops);
+    }
+    if (this._buffer !== null) {
+      pending.push(this._buffer);
+    }
+    const confirmedLength = codePointLength(this._confirmedText);
+    const length = codePointLength(this._text);
+    return mapSelections(readSelections(selections), (position) => {
+      let moved = position;
+      for (const ops of committed) {
+        moved = transformPosition(moved, ops, false);
+      }
+      moved = Math.min(moved, confirmedLength);
+      for (const ops of pending) {
+        moved = transformPosition(moved, ops, false);
+      }
+      return Math.min(moved, length);
+    });
+  }
+
+  /** Moves every stored selection over an operation that changed `text`, then emits the change. */
+  _emitChange(ops, origin) {
+    const length = codePointLength(this._text);
+    const move = (own) => (position) => Math.min(transformPosition(position, ops, own), length);
+    if (this._selections !== null) {
+      // This client's own caret moves after its own insert.
+      this._selections = mapSelections(this._selections, move(origin === 'local'));
+    }
+    let moved = false;
+    for (const person of this._people.values()) {
+      for (const client of person.clients.values()) {
+        if (client.selections.length > 0) {
+          client.selections = mapSelections(client.selections, move(false));
+          moved = true;
+        }
+      }
+    }
+    this._emit('change', { ops, text: this._text, origin });
+    if (moved) {
+      this._emitPresence('change', null);
+    }
+  }
+
+  /** Replaces the presence with a document_state or catch_up `presence` list at `version`. */
+  _replacePresence(list, version) {
+    this._people = new Map();
+    for (const person of list) {
+      for (const client of Array.isArray(person?.clients) ? person.clients : []) {
+        this._addClient({
+          ...client,
+          user_id: person.user_id,
+          display_name: person.display_name,
+          color: person.color,
+          version,
+        });
+      }
+    }
+    this._emitPresence('sync', null);
+  }
+
+  /** Adds or replaces one client from a join event or a presence list entry; returns whether it was added. */
+  _addClient(data) {
+    const clientId = data.client_id;
+    if (typeof clientId !== 'string' || clientId === this.clientId || data.user_id === undefined) {
+      return false;
+    }
+    this._removeClient(clientId);
+    let person = this._people.get(data.user_id);
+    if (person === undefined) {
+      person = { userId: data.user_id, displayName: '', color: null, clients: new Map() };
+      this._people.set(data.user_id, person);
+    }
+    if (typeof data.display_name === 'string') {
+      person.displayName = data.display_name;
+    }
+    if (typeof data.color === 'string') {
+      person.color = data.color;
+    }
+    person.clients.set(clientId, {
+      clientId,
+      selections: this._importSelections(data.selections, data.version),
+      activity: ACTIVITY_STATES.has(data.activity) ? data.activity : 'active',
+    });
+    return true;
+  }
+
+  /** Removes a client, and its user when it was the user's last; returns whether it was listed. */
+  _removeClient(clientId) {
+    for (const [userId, person] of this._people) {
+      if (person.clients.delete(clientId)) {
+        if (person.clients.size === 0) {
+          this._people.delete(userId);
+        }
+        return true;
+      }
+    }
+    return false;
+  }
+
+  _findClient(clientId) {
+    for (const person of this._people.values()) {
+      const client = person.clients.get(clientId);
+      if (client !== undefined) {
+        return client;
+      }
+    }
+    return undefined;
+  }
+
+  _handlePresenceEvent(event, data) {
+    const clientId = data.client_id;
+    if (typeof clientId !== 'string' || clientId === this.clientId) {
+      return;
+    }
+    let changed = false;
+    if (event === 'join') {
+      changed = this._addClient(data);
+    } else if (event === 'leave') {
+      changed = this._removeClient(clientId);
+    } else if (event === 'cursor_update' || event === 'activity') {
+      const client = this._findClient(clientId);
+      if (client === undefined) {
+        this._log(`ignoring presence/${event} of client ${clientId}, which has not joined`);
+        return;
+      }
+      if (event === 'cursor_update') {
+        client.selections = this._importSelections(data.selections, data.version);
+        changed = true;
+      } else if (ACTIVITY_STATES.has(data.state) && data.state !== client.activity) {
+        client.activity = data.state;
+        changed = true;
+      }
+    } else {
+      this._log(`ignoring presence/${event}`);
+    }
+    if (changed) {
+      this._emitPresence(event, clientId);
+    }
+  }
+
+  _clearPresence() {
+    if (this._people.size === 0) {
+      return;
+    }
+    this._people = new Map();
+    this._emitPresence('sync', null);
+  }
+
+  _presenceList() {
+    return [...this._people.values()].map((person) => ({
+      userId: person.userId,
+      displayName: person.displayName,
+      color: person.color,
+      clients: [...person.clients.values()].map((client) => ({
+        clientId: client.clientId,
+        selections: client.selections.map((selection) => ({ ...selection })),
+        activity: client.activity,
+      })),
+    }));
+  }
+
+  _emitPresence(event, clientId) {
+    this._emit('presence', { presence: this._presenceList(), event, clientId });
+  }
+}
