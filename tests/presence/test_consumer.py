@@ -5,7 +5,7 @@ import io
 from datetime import timedelta
 
 import pytest
-from asgiref.sync import sync_to_async
+from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.core.management import CommandError, call_command
@@ -17,9 +17,9 @@ from presence import service
 from presence.models import Connection
 from tests.conftest import token_for
 
-# One event loop for the module: channels_redis 4.3 can leave a per-process lock
-# bound to the loop in which a consumer was cancelled mid-receive, and a receive
-# in a later test's new loop then fails with "bound to a different event loop".
+# One event loop for the module. channels_redis 4.3 keeps a per-process lock that
+# stays bound to the event loop of a receive cancelled while waiting for it, so a
+# receive in a later test's new loop fails with "bound to a different event loop".
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 
 HUNDRED = "".join(str(index % 10) for index in range(100))
@@ -81,6 +81,37 @@ class Socket:
 
     async def close(self) -> None:
         await self.communicator.disconnect()
+
+
+# Channels' database_sync_to_async closes the thread's database connection after
+# each call, which Django's async ORM methods leave open.
+
+
+@database_sync_to_async
+def connection_row(**lookup) -> Connection:
+    return Connection.objects.get(**lookup)
+
+
+@database_sync_to_async
+def row_exists(**lookup) -> bool:
+    return Connection.objects.filter(**lookup).exists()
+
+
+@database_sync_to_async
+def create_row(**fields) -> Connection:
+    return Connection.objects.create(**fields)
+
+
+@database_sync_to_async
+def delete_rows(**lookup) -> None:
+    Connection.objects.filter(**lookup).delete()
+
+
+@database_sync_to_async
+def remaining_client_ids() -> list[str]:
+    return list(
+        Connection.objects.order_by("client_id").values_list("client_id", flat=True)
+    )
 
 
 def clients_by_user(presence: list) -> dict[int, list[str]]:
@@ -146,14 +177,14 @@ async def test_join_and_leave_reach_others_only(people):
 
 async def test_connection_row_lifecycle(people):
     ada = await Socket.open(people["document"], people["ada"], "ada-1")
-    row = await Connection.objects.aget(client_id="ada-1")
+    row = await connection_row(client_id="ada-1")
     assert row.document_id == people["document"].pk
     assert row.user_id == people["ada"].pk
     assert row.user_agent == "presence-tests/1.0"
     assert row.protocol_version == 1
     assert row.channel_name
     await ada.close()
-    assert not await Connection.objects.filter(client_id="ada-1").aexists()
+    assert not await row_exists(client_id="ada-1")
 
 
 async def test_cursor_and_activity_reach_others_only(people):
@@ -325,7 +356,9 @@ async def test_bad_presence_input_gets_error(people):
 
 async def test_viewer_present_but_cannot_edit(people, make_document):
     vic = people["vic"]
-    other = await sync_to_async(make_document)(vic, title="Vic's own", content="mine")
+    other = await database_sync_to_async(make_document)(
+        vic, title="Vic's own", content="mine"
+    )
     viewer = await Socket.open(people["document"], vic, "vic-1")
     owner = await Socket.open(other, vic, "vic-2")
     ada = await Socket.open(people["document"], people["ada"], "ada-1")
@@ -379,28 +412,32 @@ async def test_heartbeat_refreshes_and_restores_row(people, settings):
     ada = await Socket.open(people["document"], people["ada"], "ada-1")
     bob = await Socket.open(people["document"], people["bob"], "bob-1")
     await ada.expect("join")
-    row = await Connection.objects.aget(client_id="bob-1")
+    row = await connection_row(client_id="bob-1")
 
     # Within a third of the timeout a ping does not write.
+    await ada.send("system", "ping", {"timestamp": 1})
+    await ada.expect("pong")
     await bob.send("system", "ping", {"timestamp": 1})
     await bob.expect("pong")
-    unchanged = await Connection.objects.aget(pk=row.pk)
+    unchanged = await connection_row(pk=row.pk)
     assert unchanged.last_seen == row.last_seen
 
     await asyncio.sleep(0.55)
+    await ada.send("system", "ping", {"timestamp": 2})
+    await ada.expect("pong")
     await bob.send("system", "ping", {"timestamp": 2})
     await bob.expect("pong")
-    refreshed = await Connection.objects.aget(pk=row.pk)
+    refreshed = await connection_row(pk=row.pk)
     assert refreshed.last_seen > row.last_seen
 
     # A row deleted behind the socket's back is stored again and announced.
-    await Connection.objects.filter(pk=row.pk).adelete()
+    await delete_rows(pk=row.pk)
     await asyncio.sleep(0.55)
     await bob.send("system", "ping", {"timestamp": 3})
     await bob.expect("pong")
     join = await ada.expect("join")
     assert join["data"]["client_id"] == "bob-1"
-    assert await Connection.objects.filter(client_id="bob-1").aexists()
+    assert await row_exists(client_id="bob-1")
     await ada.close()
     await bob.close()
 
@@ -409,7 +446,7 @@ async def test_terminate_closes_with_4010(people):
     ada = await Socket.open(people["document"], people["ada"], "ada-1")
     bob = await Socket.open(people["document"], people["bob"], "bob-1")
     await ada.expect("join")
-    row = await Connection.objects.aget(client_id="bob-1")
+    row = await connection_row(client_id="bob-1")
 
     await get_channel_layer().send(
         row.channel_name,
@@ -436,29 +473,26 @@ async def test_reap_command_removes_stale_rows(people):
         "protocol_version": 1,
         "last_seen": long_ago,
     }
-    await Connection.objects.acreate(
+    await create_row(
         user=people["bob"], client_id="bob-1", channel_name="specific.dead!1", **stale
     )
     # A stale row of a client that has reconnected since: no leave for it.
-    await Connection.objects.acreate(
+    await create_row(
         user=people["vic"], client_id="vic-1", channel_name="specific.dead!2", **stale
     )
 
     output = io.StringIO()
-    await sync_to_async(call_command)("reap_connections", stdout=output)
+    await database_sync_to_async(call_command)("reap_connections", stdout=output)
     assert "Reaped 2 stale connections." in output.getvalue()
     leave = await watcher.expect("leave")
     assert leave["data"] == {"client_id": "bob-1", "user_id": people["bob"].pk}
     assert await watcher.silent()
-    remaining = Connection.objects.order_by("client_id").values_list(
-        "client_id", "channel_name"
-    )
-    assert [client_id async for client_id, _ in remaining] == ["vic-1", "watcher"]
-    assert not await Connection.objects.filter(last_seen=long_ago).aexists()
+    assert await remaining_client_ids() == ["vic-1", "watcher"]
+    assert not await row_exists(last_seen=long_ago)
     await watcher.close()
     await vic.close()
 
 
 async def test_reap_command_rejects_negative_age():
     with pytest.raises(CommandError, match="--max-age"):
-        await sync_to_async(call_command)("reap_connections", max_age=-1)
+        await database_sync_to_async(call_command)("reap_connections", max_age=-1)

@@ -10,6 +10,7 @@ import urllib.request
 from datetime import timedelta
 
 import pytest
+from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
@@ -42,8 +43,14 @@ def team(make_user, make_document):
     return {"ada": ada, "bob": bob, "cy": cy, "document": document}
 
 
-async def rows_for(client_ids: list[str]) -> int:
-    return await Connection.objects.filter(client_id__in=client_ids).acount()
+@database_sync_to_async
+def rows_for(client_ids: list[str]) -> int:
+    return Connection.objects.filter(client_id__in=client_ids).count()
+
+
+@database_sync_to_async
+def connection_row(client_id: str) -> Connection:
+    return Connection.objects.get(client_id=client_id)
 
 
 async def close_all(peers: list[Peer]) -> None:
@@ -240,8 +247,8 @@ def test_cursor_flood_coalesced_while_edits_flow(start_server, team):
             received = watcher.received_at("cursor_update", "flooder")
             updates = [message for message, _ in received]
             spread = received[-1][1] - received[0][1]
-            # The server sends one update per 50 ms at most, so the updates span at
-            # least (count - 1) * 50 ms; network jitter may squeeze a few together.
+            # The server sends at most one update per 50 ms, so the updates span at
+            # least (count - 1) * 50 ms. Network jitter may squeeze a few together.
             assert len(updates) <= 20 * spread + 3, (len(updates), spread)
             assert len(updates) < 100
             assert updates[-1]["data"]["selections"] == last
@@ -328,7 +335,7 @@ def test_admin_lists_and_disconnects(start_server, team, make_document):
             assert "cy-1" not in filtered
             assert "Disconnect selected connections" in filtered
 
-            bob_row = await Connection.objects.aget(client_id="bob-1")
+            bob_row = await connection_row("bob-1")
             await asyncio.to_thread(
                 admin.post,
                 changelist,
