@@ -26,7 +26,7 @@ migrate: install
 
 run: migrate
 	@echo "Serving on http://$(HOST):$(PORT)/"
-	@echo "Create the first account at http://$(HOST):$(PORT)/signup/,"
+	@echo "Create the first account at http://$(HOST):$(PORT)/accounts/signup/,"
 	@echo "or an admin account with: $(BIN)/python manage.py createsuperuser"
 	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
