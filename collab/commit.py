@@ -103,7 +103,10 @@ def commit_batch(document_id: uuid.UUID, requests: list[EditRequest]) -> list[Ou
     attempts = settings.MATERI["COMMIT_ATTEMPTS"]
     for attempt in range(1, attempts + 1):
         try:
-            for index, outcome in _commit_once(document_id, prepared):
+            # After a conflict, look every request up: a client may resend a
+            # stored edit rebased onto the current version.
+            check_all = attempt > 1
+            for index, outcome in _commit_once(document_id, prepared, check_all):
                 outcomes[index] = outcome
             return outcomes
         except IntegrityError:
@@ -115,6 +118,12 @@ def commit_batch(document_id: uuid.UUID, requests: list[EditRequest]) -> list[Ou
                 attempt,
                 attempts,
             )
+        except Document.DoesNotExist:
+            for index, request in prepared:
+                outcomes[index] = errors.DocumentNotFound(
+                    f"document {document_id} was deleted", request.message_id
+                )
+            return outcomes
         except DatabaseError as exc:
             logger.error("commit failed on document %s: %s", document_id, exc)
             return _fill(
@@ -146,14 +155,14 @@ def _fill(outcomes, prepared, message: str) -> list[Outcome]:
     return outcomes
 
 
-def _commit_once(document_id, prepared) -> list[tuple[int, Outcome]]:
+def _commit_once(document_id, prepared, check_all) -> list[tuple[int, Outcome]]:
     with transaction.atomic():
         document = (
             Document.objects.select_for_update()
             .only("content", "version")
             .get(pk=document_id)
         )
-        batch = _Batch(document, [request for _, request in prepared])
+        batch = _Batch(document, [request for _, request in prepared], check_all)
         outcomes = [(index, batch.add(request)) for index, request in prepared]
         if batch.new_operations:
             Operation.objects.bulk_create(batch.new_operations)
@@ -170,14 +179,17 @@ class _Batch:
     no gap, and grows as the batch adds operations.
     """
 
-    def __init__(self, document: Document, requests: list[EditRequest]):
+    def __init__(
+        self, document: Document, requests: list[EditRequest], check_all: bool
+    ):
         self.document = document
         self.now = timezone.now()
         self.roles = _roles(document.pk, {request.user.pk for request in requests})
-        # An edit based on the current version cannot have been stored before,
-        # because storing it moved the version past its base. For those the
-        # unique constraint is the only check needed, and the query is skipped.
-        behind = [r for r in requests if r.base_version < document.version]
+        # An edit first sent against the current version cannot have been stored
+        # before, so the query is skipped for those on a first attempt. A resend
+        # rebased onto the current version then fails the unique constraint,
+        # and the retry looks it up.
+        behind = [r for r in requests if check_all or r.base_version < document.version]
         self.existing = _existing(document.pk, behind) if behind else {}
         self.first_version = min(request.since for request in requests)
         self.history = (

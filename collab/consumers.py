@@ -157,6 +157,16 @@ class DocumentConsumer(AsyncWebsocketConsumer):
             handler = getattr(self, self.handlers[(message.type, message.event)])
             await handler(message)
         except errors.RealtimeError as exc:
+            if exc.close_code is not None:
+                logger.info(
+                    "closing socket document=%s client=%s: %s (close %s)",
+                    self.document_id,
+                    self.client_id,
+                    exc.message,
+                    exc.close_code,
+                )
+                await self.close(code=int(exc.close_code))
+                return
             logger.debug(
                 "error frame to client=%s: %s %s", self.client_id, exc.code, exc.message
             )

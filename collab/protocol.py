@@ -86,8 +86,14 @@ def decode(text: str | None) -> Message:
         raise errors.InvalidJSON("binary frames are not supported; send JSON text")
     try:
         raw = json.loads(text)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise errors.InvalidJSON(f"frame is not valid JSON: {exc}") from None
+    except (ValueError, RecursionError):
+        # Python's own limits: integers of over 4300 digits, deep nesting.
+        raise errors.InvalidJSON(
+            "frame is not valid JSON here: it nests too deeply or has a number "
+            "with too many digits"
+        ) from None
     if not isinstance(raw, dict):
         raise errors.InvalidMessage(
             f"message must be a JSON object, got {type(raw).__name__}"

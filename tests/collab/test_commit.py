@@ -122,3 +122,19 @@ async def test_committer_batches_concurrent_edits(document):
     assert len(stored.content) == 53
     assert committer.queues == {}
     assert committer.running == set()
+
+
+def test_resend_rebased_onto_current_version_is_duplicate(document):
+    ada = document.owner
+    first = commit(document.pk, ada, "c1", "m1", 0, [{"insert": "x"}])
+    again = commit(document.pk, ada, "c1", "m1", 1, [{"insert": "x"}])
+    assert again.duplicate is True
+    assert again.operation.version == first.operation.version
+    assert Operation.objects.filter(document=document).count() == 1
+
+
+def test_commit_to_deleted_document_is_not_found(document):
+    document_id = document.pk
+    Document.objects.filter(pk=document_id).delete()
+    with pytest.raises(errors.DocumentNotFound):
+        commit(document_id, document.owner, "c1", "m1", 0, [{"insert": "x"}])

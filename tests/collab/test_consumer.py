@@ -146,6 +146,13 @@ async def test_connect_rejects_bad_parameters(people, extra):
 
 BAD_FRAMES = [
     ("not json", "invalid_json"),
+    ("[" * 100_000 + "]" * 100_000, "invalid_json"),
+    (
+        '{"type": "system", "event": "ping", "data": {"timestamp": '
+        + "9" * 5000
+        + "}}",
+        "invalid_json",
+    ),
     ("[1, 2]", "invalid_message"),
     ('{"type": 5, "event": "document_edit"}', "invalid_message"),
     ('{"type": "teleport", "event": "x"}', "unknown_type"),
@@ -388,3 +395,11 @@ async def test_ping_delivers_operations_a_dropped_broadcast_missed(people):
     assert missed["data"]["version"] == 0
     assert missed["message_id"] == "m1"
     await reader.disconnect()
+
+
+async def test_edit_on_deleted_document_closes_with_4004(people):
+    document = people["document"]
+    author = await joined(document.pk, people["ada"], "author")
+    await Document.objects.filter(pk=document.pk).adelete()
+    await author.send_json_to(edit([{"insert": "x"}], 0, "m1", "author"))
+    assert await close_code(author) == 4004
