@@ -18,16 +18,11 @@ from django.conf import settings
 from collab import auth, errors, protocol, store
 from collab.commit import EditRequest, committer
 from collab.fanout import fanout
-from collab.models import Role
-from collab.protocol import Event, MessageType
+from collab.models import Document, Role
+from collab.protocol import CloseCode, Event, MessageType, group_name
 from presence.session import PresenceSession
 
 logger = logging.getLogger(__name__)
-
-
-def group_name(document_id: uuid.UUID) -> str:
-    """Return the channel-layer group of a document (ASCII, well under 100 chars)."""
-    return f"document.{document_id.hex}"
 
 
 class DocumentConsumer(AsyncWebsocketConsumer):
@@ -266,6 +261,37 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         frame = await self.presence.relay(event, self.next_version)
         if frame is not None:
             await self.send(text_data=frame)
+
+    async def membership_changed(self, event: dict) -> None:
+        """Close this socket when its user's role on the document changed.
+
+        A removed member gets 4003 (4004 when the whole document was deleted); a
+        member with a new role gets 4009 and reconnects to read it.
+        """
+        if event["user_id"] != self.user.pk:
+            return
+        if event["role"] is None:
+            exists = await database_sync_to_async(
+                Document.objects.filter(pk=self.document_id).exists
+            )()
+            code = CloseCode.FORBIDDEN if exists else CloseCode.NOT_FOUND
+        else:
+            code = CloseCode.ROLE_CHANGED
+        logger.info(
+            "closing socket document=%s client=%s: membership changed (close %s)",
+            self.document_id,
+            self.client_id,
+            int(code),
+        )
+        await self.close(code=int(code))
+
+    async def document_deleted(self, event: dict) -> None:
+        logger.info(
+            "closing socket document=%s client=%s: document deleted",
+            self.document_id,
+            self.client_id,
+        )
+        await self.close(code=int(CloseCode.NOT_FOUND))
 
     async def connection_terminate(self, event: dict) -> None:
         """Close the socket on an operator's request (admin action)."""

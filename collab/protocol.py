@@ -45,6 +45,7 @@ class CloseCode(IntEnum):
     FORBIDDEN = 4003
     NOT_FOUND = 4004
     HEARTBEAT_TIMEOUT = 4008
+    ROLE_CHANGED = 4009
     DISCONNECTED_BY_OPERATOR = 4010
     MESSAGE_TOO_BIG = 1009
 
@@ -57,7 +58,15 @@ CLIENT_EVENTS: dict[MessageType, frozenset[Event]] = {
     MessageType.SYSTEM: frozenset({Event.PING, Event.SYNC}),
 }
 
+
 # Channel-layer event types; Channels dispatches "a.b" to the consumer method a_b.
+def group_name(document_id) -> str:
+    """Return the channel-layer group of a document (ASCII, well under 100 chars)."""
+    return f"document.{document_id.hex}"
+
+
+MEMBERSHIP_CHANGED = "membership.changed"  # to a document's sockets
+DOCUMENT_DELETED = "document.deleted"  # to a document's sockets
 FANOUT_OPERATION = "fanout.operation"  # to each process's fan-out channel
 OPERATION_GAP = "operation.gap"  # from a consumer to itself
 GROUP_PRESENCE = "presence.broadcast"

@@ -403,3 +403,26 @@ async def test_edit_on_deleted_document_closes_with_4004(people):
     await Document.objects.filter(pk=document.pk).adelete()
     await author.send_json_to(edit([{"insert": "x"}], 0, "m1", "author"))
     assert await close_code(author) == 4004
+
+
+async def test_removed_member_socket_closes_with_4003(people):
+    document = people["document"]
+    member = await joined(document.pk, people["bob"], "member")
+    await document.memberships.filter(user=people["bob"]).adelete()
+    assert await close_code(member) == 4003
+
+
+async def test_role_change_closes_with_4009(people):
+    document = people["document"]
+    member = await joined(document.pk, people["bob"], "member")
+    membership = await document.memberships.aget(user=people["bob"])
+    membership.role = "viewer"
+    await membership.asave()
+    assert await close_code(member) == 4009
+
+
+async def test_deleted_document_closes_sockets_with_4004(people):
+    document = people["document"]
+    member = await joined(document.pk, people["bob"], "member")
+    await sync_to_async(lambda: Document.objects.get(pk=document.pk).delete())()
+    assert await close_code(member) == 4004
