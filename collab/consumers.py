@@ -219,6 +219,15 @@ class DocumentConsumer(AsyncWebsocketConsumer):
 
     async def handle_sync(self, message: protocol.Message) -> None:
         since = protocol.parse_sync(message)
+        version = await database_sync_to_async(store.current_version)(
+            self.document_id
+        )
+        if since > version:
+            raise errors.VersionAhead(
+                f"sync asks for operations after version {since} but the document "
+                f"is at version {version}",
+                message.message_id,
+            )
         await self.send_join_state(since)
 
     async def handle_cursor_update(self, message: protocol.Message) -> None:

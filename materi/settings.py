@@ -227,6 +227,9 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("MATERI_LOG_LEVEL", "INFO")},
     "loggers": {
+        # Django's default configuration gives "django" a handler of its own in
+        # debug mode, so without this every request error would print twice.
+        "django": {"handlers": ["console"], "level": "INFO", "propagate": False},
         "django.channels.server": {"level": "WARNING"},
     },
 }

@@ -426,3 +426,14 @@ async def test_deleted_document_closes_sockets_with_4004(people):
     member = await joined(document.pk, people["bob"], "member")
     await sync_to_async(lambda: Document.objects.get(pk=document.pk).delete())()
     assert await close_code(member) == 4004
+
+
+async def test_sync_ahead_of_document_is_rejected(people):
+    reader = await joined(people["document"].pk, people["bob"], "reader")
+    await reader.send_json_to(
+        {"type": "system", "event": "sync", "data": {"version": 99}, "message_id": "s1"}
+    )
+    error = await receive(reader)
+    assert error["data"]["code"] == "version_ahead"
+    assert "99" in error["data"]["message"]
+    await reader.disconnect()
