@@ -1,7 +1,7 @@
 """Run several server processes that share one listening socket.
 
 The parent binds the port once and starts each worker with the socket's file
-descriptor; the kernel hands every new connection to one of the workers. A
+descriptor. The kernel hands every new connection to one of the workers. A
 worker that dies is started again, so a crash costs its clients a reconnect.
 """
 

@@ -15,7 +15,7 @@ from collab import store
 from collab.fanout import fanout
 from tests.live import ServerProcess, database_url, server_env
 
-# Consumers under test reach the database from asgiref's worker threads; a
+# Consumers under test reach the database from asgiref's worker threads. A
 # persistent connection left open there would keep PostgreSQL from dropping the
 # test database at the end of the run.
 settings.DATABASES["default"]["CONN_MAX_AGE"] = 0
