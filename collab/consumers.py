@@ -1,7 +1,8 @@
 """The document socket: authenticate, decode, hand each message to one method.
 
-OT and storage live in `collab.ot` and `collab.store`; this module only moves
-messages between the client, the store and the document's channel-layer group.
+OT, commits and storage live in `collab.ot`, `collab.commit` and `collab.store`,
+and committed operations arrive through `collab.fanout`. This module only moves
+messages between the client, those modules and the document's channel-layer group.
 """
 
 import asyncio
@@ -43,6 +44,7 @@ class DocumentConsumer(AsyncWebsocketConsumer):
 
     document_id: uuid.UUID | None = None
     joined = False
+    gap_until: int | None = None
     group: str | None = None
     presence: PresenceSession | None = None
     next_version = 0
@@ -53,8 +55,6 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         # Accept first: a close before accept becomes an HTTP 403, and the client
         # would never see which close code explains the rejection.
         await self.accept()
-        self.heartbeat_timer: asyncio.TimerHandle | None = None
-        self.expiry_timer: asyncio.TimerHandle | None = None
         self.last_seen = time.monotonic()
         try:
             await self.authorize()
@@ -219,9 +219,7 @@ class DocumentConsumer(AsyncWebsocketConsumer):
 
     async def handle_sync(self, message: protocol.Message) -> None:
         since = protocol.parse_sync(message)
-        version = await database_sync_to_async(store.current_version)(
-            self.document_id
-        )
+        version = await database_sync_to_async(store.current_version)(self.document_id)
         if since > version:
             raise errors.VersionAhead(
                 f"sync asks for operations after version {since} but the document "
@@ -236,7 +234,7 @@ class DocumentConsumer(AsyncWebsocketConsumer):
     async def handle_activity(self, message: protocol.Message) -> None:
         await self.presence.update_activity(message)
 
-    # Group messages
+    # Fan-out and group messages
 
     async def receive_operation(self, version: int, frame: str) -> None:
         """Deliver a committed operation from the process's fan-out.
@@ -250,17 +248,21 @@ class DocumentConsumer(AsyncWebsocketConsumer):
             return
         if version > self.next_version:
             # Read what the layer dropped in this consumer's own loop, in order.
-            await self.channel_layer.send(
-                self.channel_name,
-                {"type": protocol.OPERATION_GAP, "version": version + 1},
-            )
+            # One queued request covers every frame that arrives until it runs.
+            queued = self.gap_until is not None
+            self.gap_until = max(self.gap_until or 0, version + 1)
+            if not queued:
+                await self.channel_layer.send(
+                    self.channel_name, {"type": protocol.OPERATION_GAP}
+                )
             return
         self.next_version = version + 1
         await self.send(text_data=frame)
 
     async def operation_gap(self, event: dict) -> None:
-        if event["version"] > self.next_version:
-            await self.deliver_missed(event["version"])
+        until, self.gap_until = self.gap_until, None
+        if until is not None and until > self.next_version:
+            await self.deliver_missed(until)
 
     async def presence_broadcast(self, event: dict) -> None:
         """Send another socket's presence event, its selections moved to our version."""
