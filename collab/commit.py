@@ -3,7 +3,7 @@
 Commits to one document are serialized across processes: PostgreSQL takes a row
 lock on the document, and SQLite runs every transaction in IMMEDIATE mode, which
 takes the database's write lock at BEGIN. If two commits still collide on a unique
-constraint, the loser rolls back and retries, and the retry sees the winner.
+constraint, the loser rolls back and retries, and the retry reads the winner's row.
 
 Within one process, `Committer` batches the edits to one document that arrive
 while a commit of that document is running, and commits them together in the
@@ -54,7 +54,7 @@ class EditRequest:
 class CommitResult:
     """The outcome of one edit.
 
-    `preceding` holds the stored operations from the request's `since` version up
+    `preceding` contains the stored operations from the request's `since` version up
     to `operation.version - 1`, so the caller can deliver them before the ack.
     """
 
@@ -111,7 +111,7 @@ def commit_batch(document_id: uuid.UUID, requests: list[EditRequest]) -> list[Ou
             return outcomes
         except IntegrityError:
             # A concurrent commit took a version or stored one of these messages
-            # first; the next attempt sees it and transforms or acknowledges.
+            # first. The next attempt reads it and transforms or acknowledges.
             logger.warning(
                 "commit conflict on document %s (attempt %d of %d)",
                 document_id,
@@ -175,7 +175,7 @@ def _commit_once(document_id, prepared, check_all) -> list[tuple[int, Outcome]]:
 class _Batch:
     """One commit transaction: the history is read once and edits apply in turn.
 
-    `history` holds every stored operation from version `first_version` on, with
+    `history` contains every stored operation from version `first_version` on, with
     no gap, and grows as the batch adds operations.
     """
 

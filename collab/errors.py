@@ -1,7 +1,7 @@
 """Errors that the document socket reports to its client.
 
 Each error has a snake_case `code`. A message error (no `close_code`) becomes an
-`error` frame and the socket stays open; a connection error closes the socket with
+`error` frame and the socket stays open. A connection error closes the socket with
 its `close_code` and sends nothing else.
 """
 
@@ -19,7 +19,7 @@ class RealtimeError(Exception):
         super().__init__(self.message)
 
 
-# Message errors: answered with an error frame, the socket stays open.
+# Message errors: the client gets an error frame and the socket stays open.
 
 
 class InvalidJSON(RealtimeError):

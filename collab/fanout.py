@@ -7,7 +7,7 @@ one message per operation, and writes the already encoded frame to its local
 sockets.
 
 The layer may drop messages (a full channel, a Redis restart). A socket that then
-sees a later version, or whose heartbeat finds it behind, reads what it missed
+receives a later version, or whose heartbeat finds it behind, reads what it missed
 from the database, so a lost message costs latency, never an operation.
 """
 

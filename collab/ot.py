@@ -1,7 +1,7 @@
 """Operational transform for plain text, counted in Unicode code points.
 
-The implementation lives in the Python SDK package (`materi_realtime.ot`) so that the
-server and the SDK share one copy and cannot drift apart; this module is the
+The implementation lives in the Python SDK package (`materi_realtime.ot`), so the
+server and the SDK share one copy and cannot drift apart. This module is the
 server's name for it.
 """
 

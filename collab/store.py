@@ -115,7 +115,7 @@ def operations_since(
 
 @dataclass(frozen=True)
 class JoinState:
-    """What a connecting client is sent.
+    """The state sent to a connecting client.
 
     `operations` is None when the client did not ask to catch up, or when it is too
     far behind (or ahead) for a catch-up, so it gets the snapshot instead.

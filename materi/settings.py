@@ -85,9 +85,9 @@ except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is invalid: {exc}") from None
 
 if _database["ENGINE"] == "django.db.backends.sqlite3":
-    # WAL lets readers run beside the one writer; IMMEDIATE transactions take the
+    # WAL lets readers run beside the one writer. IMMEDIATE transactions take the
     # write lock at BEGIN, so two consumers never both read and then fail to
-    # upgrade ("database is locked"); the timeout waits for the lock instead.
+    # upgrade ("database is locked"). The timeout waits for the lock instead.
     _database["OPTIONS"] = {
         "timeout": env_float("MATERI_SQLITE_TIMEOUT", 20.0),
         "transaction_mode": "IMMEDIATE",

@@ -30,7 +30,12 @@ def database_url(settings_dict: dict) -> str:
         return f"sqlite:///{Path(settings_dict['NAME']).resolve()}"
     user = quote(settings_dict.get("USER") or "")
     password = quote(settings_dict.get("PASSWORD") or "")
-    credentials = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    if password:
+        credentials = f"{user}:{password}@"
+    elif user:
+        credentials = f"{user}@"
+    else:
+        credentials = ""
     host = settings_dict.get("HOST") or "127.0.0.1"
     port = settings_dict.get("PORT") or 5432
     return f"postgres://{credentials}{host}:{port}/{settings_dict['NAME']}"
