@@ -23,11 +23,18 @@ def rgb(hex_color: str) -> str:
 
 
 def caret_box(page: Page, user_id: int) -> dict:
-    return page.locator(f'#editor-mirror .remote-caret[data-user-id="{user_id}"]').evaluate(
-        """(caret) => {
-            const rect = caret.getBoundingClientRect();
+    """Return where a remote caret is drawn.
+
+    The query and the measurement run in one script, because the editor rebuilds the
+    layer on every presence change, and a caret taken from the old layer measures as
+    an empty box at 0,0.
+    """
+    return page.evaluate(
+        """(selector) => {
+            const rect = document.querySelector(selector).getBoundingClientRect();
             return {x: rect.x, y: rect.y, height: rect.height};
-        }"""
+        }""",
+        f'#editor-mirror .remote-caret[data-user-id="{user_id}"]',
     )
 
 
