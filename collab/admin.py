@@ -16,6 +16,7 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils.html import format_html
 
+from collab import store
 from collab.models import Document, DocumentMembership, Operation, Role
 
 ONE_OWNER_HINT = (
@@ -77,8 +78,22 @@ class DocumentAdmin(admin.ModelAdmin):
     ]
     inlines = [DocumentMembershipInline]
 
+    def get_queryset(self, request: HttpRequest):
+        # The snapshot can be megabytes, and the page shows the current text instead.
+        return super().get_queryset(request).defer("snapshot")
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    @admin.display(description="Content")
+    def content(self, document: Document) -> str:
+        snapshot = store.load_snapshot(document.pk)
+        return f"{snapshot.content}\n\n(at version {snapshot.version})"
+
+    def save_model(self, request, obj, form, change) -> None:
+        # Only the title is edited here. Saving every field would write back the
+        # version read when the page was opened, over commits made since.
+        obj.save(update_fields=["title", "updated_at"])
 
     @admin.display(description="Operations")
     def operation_log(self, document: Document) -> str:

@@ -27,14 +27,22 @@ class Role(models.TextChoices):
 
 
 class Document(models.Model):
-    """A plain-text document; `content` is always the text at `version`."""
+    """A plain-text document at `version`.
+
+    `snapshot` is the text at `snapshot_version`, and the stored operations from
+    `snapshot_version` up to `version` turn it into the current text. The snapshot
+    moves forward every few operations, not on every commit, so an edit to a large
+    document does not rewrite all of it. `collab.store.load_snapshot` returns the
+    current text.
+    """
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     title = models.CharField(max_length=200)
     owner = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="documents"
     )
-    content = models.TextField(blank=True, default="")
+    snapshot = models.TextField(blank=True, default="")
+    snapshot_version = models.PositiveBigIntegerField(default=0)
     version = models.PositiveBigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -1,14 +1,17 @@
-"""Storage of documents and operations: the commit path of every edit.
+"""Storage of documents and operations: reads, and the text of each version.
 
 All functions here are synchronous and use the ORM; the consumer calls them through
 `database_sync_to_async`. The commit path itself is in `collab.commit`.
 """
 
+import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
@@ -59,11 +62,120 @@ class Snapshot:
     version: int
 
 
+class TextCache:
+    """The text of recently used documents in this process, each at some version.
+
+    A text at a version never changes, so an entry stays correct when other
+    processes commit: the reader brings it forward with the operations stored
+    after it. Entries are evicted least recently used first once their total
+    length passes `max_size` code points.
+    """
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self.size = 0
+        self.entries: OrderedDict[uuid.UUID, tuple[int, str]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, document_id: uuid.UUID) -> tuple[int, str] | None:
+        with self.lock:
+            entry = self.entries.get(document_id)
+            if entry is not None:
+                self.entries.move_to_end(document_id)
+            return entry
+
+    def put(self, document_id: uuid.UUID, version: int, text: str) -> None:
+        """Keep `text` as the document's text at `version`, unless a newer one is kept."""
+        with self.lock:
+            old = self.entries.get(document_id)
+            if old is not None:
+                if old[0] > version:
+                    return
+                del self.entries[document_id]
+                self.size -= len(old[1])
+            if len(text) > self.max_size:
+                return
+            self.entries[document_id] = (version, text)
+            self.entries.move_to_end(document_id)
+            self.size += len(text)
+            while self.size > self.max_size and self.entries:
+                _, (_, evicted) = self.entries.popitem(last=False)
+                self.size -= len(evicted)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+            self.size = 0
+
+    def discard(self, document_id: uuid.UUID) -> None:
+        with self.lock:
+            old = self.entries.pop(document_id, None)
+            if old is not None:
+                self.size -= len(old[1])
+
+
+text_cache = TextCache(settings.MATERI["TEXT_CACHE_SIZE"])
+
+
+def text_at(
+    document_id: uuid.UUID,
+    version: int,
+    snapshot: tuple[int, str] | None = None,
+    snapshot_version: int | None = None,
+) -> str:
+    """Return the document's text at `version`, which must be committed.
+
+    Start from the newest text at hand: this process's cached text, `snapshot`
+    (the stored snapshot's version and text, when the caller has read them), or
+    the stored snapshot, read here when it is newer than the cache or `snapshot`
+    is missing. Then apply the operations stored after it. `snapshot_version`,
+    when known, is the stored snapshot's version, so an old cached text is not
+    brought forward over more operations than the stored snapshot needs.
+    """
+    start, text = -1, ""
+    cached = text_cache.get(document_id)
+    if cached is not None and cached[0] <= version:
+        start, text = cached
+    if snapshot is not None and start < snapshot[0] <= version:
+        start, text = snapshot
+    if start < 0 or (snapshot_version is not None and start < snapshot_version):
+        start, text = (
+            Document.objects.filter(pk=document_id)
+            .values_list("snapshot_version", "snapshot")
+            .get()
+        )
+        if start > version:
+            raise errors.Unavailable(
+                f"the text of document {document_id} at version {version} is no "
+                f"longer stored, because the snapshot is at version {start}. Read "
+                "the document again"
+            )
+    if start < version:
+        rows = (
+            Operation.objects.filter(
+                document_id=document_id, version__gte=start, version__lt=version
+            )
+            .order_by("version")
+            .values_list("components", flat=True)
+        )
+        applied = 0
+        for components in rows:
+            text = ot.apply(text, components)
+            applied += 1
+        if applied != version - start:
+            raise errors.Unavailable(
+                f"document {document_id} is missing stored operations between "
+                f"versions {start} and {version}, so its text cannot be rebuilt"
+            )
+        text_cache.put(document_id, version, text)
+    return text
+
+
 def create_document(owner: AbstractBaseUser, title: str, content: str = "") -> Document:
     """Create a document at version 0 and make `owner` its owner member."""
     ot.validate([{"insert": content}] if content else [])
     with transaction.atomic():
-        document = Document.objects.create(owner=owner, title=title, content=content)
+        document = Document.objects.create(owner=owner, title=title, snapshot=content)
         DocumentMembership.objects.create(
             document=document, user=owner, role=Role.OWNER
         )
@@ -87,8 +199,28 @@ def get_role(document_id: uuid.UUID, user: AbstractBaseUser) -> Role:
 
 
 def load_snapshot(document_id: uuid.UUID) -> Snapshot:
-    document = Document.objects.only("title", "content", "version").get(pk=document_id)
-    return Snapshot(document.pk, document.title, document.content, document.version)
+    """Return the document's current title, text and version.
+
+    The stored snapshot is read only when this process has no cached text of the
+    document, and then in the same query as the version, so the two agree.
+    """
+    if text_cache.get(document_id) is not None:
+        title, version, snapshot_version = (
+            Document.objects.filter(pk=document_id)
+            .values_list("title", "version", "snapshot_version")
+            .get()
+        )
+        text = text_at(document_id, version, snapshot_version=snapshot_version)
+        return Snapshot(document_id, title, text, version)
+    document = Document.objects.only(
+        "title", "version", "snapshot", "snapshot_version"
+    ).get(pk=document_id)
+    text = text_at(
+        document_id,
+        document.version,
+        snapshot=(document.snapshot_version, document.snapshot),
+    )
+    return Snapshot(document.pk, document.title, text, document.version)
 
 
 def current_version(document_id: uuid.UUID) -> int:
@@ -151,18 +283,3 @@ def acknowledged_since(
     return [
         {"message_id": message_id, "version": version} for message_id, version in rows
     ]
-
-
-def _check_can_edit(document_id, user, message_id) -> None:
-    """Check the role again inside the commit, so a demotion takes effect at once."""
-    role = (
-        DocumentMembership.objects.filter(document_id=document_id, user=user)
-        .values_list("role", flat=True)
-        .first()
-    )
-    if role is None or not Role(role).can_edit:
-        raise errors.Forbidden(
-            f"role {role or 'none'!r} cannot edit this document; an owner or editor "
-            "role is required",
-            message_id,
-        )

@@ -216,6 +216,11 @@ MATERI = {
     "CURSOR_UPDATES_PER_SECOND": env_float(
         "MATERI_CURSOR_UPDATES_PER_SECOND", 20.0, minimum=0.1
     ),
+    # Operations after which a document's stored snapshot moves to its current text.
+    "SNAPSHOT_INTERVAL": env_int("MATERI_SNAPSHOT_INTERVAL", 100, minimum=1),
+    # Code points of current document text each process keeps in memory, so a
+    # commit or join of a recently used document does not rebuild the text.
+    "TEXT_CACHE_SIZE": env_int("MATERI_TEXT_CACHE_SIZE", 64 * 1024 * 1024, minimum=0),
 }
 
 LOGGING = {

@@ -13,6 +13,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 
 from collab import store
 from collab.fanout import fanout
+from collab.store import text_cache
 from tests.live import ServerProcess, database_url, server_env
 
 # Consumers under test reach the database from asgiref's worker threads. A
@@ -112,11 +113,12 @@ def django_db_setup(django_db_setup, django_db_blocker):
 
 @pytest.fixture(autouse=True)
 def fresh_channel_layer():
-    """Give each test new channel-layer and fan-out objects.
+    """Give each test new channel-layer and fan-out objects, and no cached text.
 
-    Both keep state bound to the event loop that used them, and every async test
-    runs in an event loop of its own.
+    The layer and the fan-out keep state bound to the event loop that used them,
+    and every async test runs in an event loop of its own.
     """
     yield
     channel_layers.backends = {}
     fanout.__init__()
+    text_cache.clear()

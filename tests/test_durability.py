@@ -17,7 +17,8 @@ import pytest
 from django.db import connection
 from rest_framework_simplejwt.tokens import AccessToken
 
-from collab.models import Document, Operation
+from collab import ot
+from collab.models import Operation
 from tests.live import ROOT, ServerProcess, database_url, server_env
 from tests.sdk.test_recovery import (
     Writer,
@@ -27,6 +28,7 @@ from tests.sdk.test_recovery import (
     settle,
 )
 from tests.services import PostgresCluster, RedisInstance
+from tests.stored import stored_text
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -92,9 +94,9 @@ def test_sigkilled_worker_loses_no_acknowledged_edit(
         asyncio.run(scenario())
     finally:
         pool.stop()
-    stored = Document.objects.get(pk=document.pk)
-    assert writers[0].client.text == stored.content
-    assert_exactly_once(stored.content, writers)
+    stored = stored_text(document.pk)
+    assert writers[0].client.text == stored
+    assert_exactly_once(stored, writers)
     stored_ids = set(
         Operation.objects.filter(document=document).values_list(
             "client_id", "message_id"
@@ -134,10 +136,10 @@ def test_redis_restart_under_load(redis_instance, make_user, make_document):
     finally:
         for server in servers:
             server.stop()
-    stored = Document.objects.get(pk=document.pk)
+    stored = stored_text(document.pk)
     for writer in writers:
-        assert writer.client.text == stored.content
-    assert_exactly_once(stored.content, writers)
+        assert writer.client.text == stored
+    assert_exactly_once(stored, writers)
 
 
 def manage(env: dict[str, str], *args: str) -> str:
@@ -216,9 +218,20 @@ def test_postgres_outage_refuses_edits_then_converges():
             asyncio.run(scenario())
         finally:
             server.stop()
-        [(content,)] = cluster.query(
-            "SELECT content FROM collab_document WHERE id = %s", ids["document_id"]
+        [(content, snapshot_version, version)] = cluster.query(
+            "SELECT snapshot, snapshot_version, version FROM collab_document "
+            "WHERE id = %s",
+            ids["document_id"],
         )
+        operations = cluster.query(
+            "SELECT components FROM collab_operation "
+            "WHERE document_id = %s AND version >= %s ORDER BY version",
+            ids["document_id"],
+            snapshot_version,
+        )
+        assert snapshot_version + len(operations) == version
+        for (components,) in operations:
+            content = ot.apply(content, components)
         stored_ids = set(
             cluster.query("SELECT client_id, message_id FROM collab_operation")
         )

@@ -3,7 +3,7 @@
 from django.conf import settings
 from rest_framework import serializers
 
-from collab import ot
+from collab import ot, store
 from collab.api.membership import username_max_length
 from collab.models import Role
 
@@ -25,9 +25,18 @@ class DocumentSummarySerializer(serializers.Serializer):
 class DocumentDetailSerializer(DocumentSummarySerializer):
     """A document with its content, serialized from an Access."""
 
-    content = serializers.CharField(source="document.content")
+    content = serializers.SerializerMethodField()
     owner = serializers.CharField(source="document.owner.get_username")
     created_at = serializers.DateTimeField(source="document.created_at")
+
+    def get_content(self, access) -> str:
+        """Return the text at the document's version, from the row read with it."""
+        document = access.document
+        return store.text_at(
+            document.pk,
+            document.version,
+            snapshot=(document.snapshot_version, document.snapshot),
+        )
 
 
 class DocumentCreateSerializer(serializers.Serializer):

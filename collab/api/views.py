@@ -32,6 +32,7 @@ class DocumentListView(APIView):
         memberships = (
             DocumentMembership.objects.filter(user=request.user)
             .select_related("document")
+            .defer("document__snapshot")
             .order_by("-document__updated_at")
         )
         data = serializers.DocumentSummarySerializer(memberships, many=True).data

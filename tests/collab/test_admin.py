@@ -5,6 +5,7 @@ from django.test import Client, RequestFactory
 
 from collab import commit
 from collab.models import Document, DocumentMembership, Operation, Role
+from tests.stored import stored_text
 
 
 @pytest.fixture
@@ -160,3 +161,18 @@ def test_membership_cannot_become_second_owner(admin_client, edited_document):
     assert "already has an owner" in response.content.decode()
     membership.refresh_from_db()
     assert membership.role == Role.EDITOR
+
+
+def test_rename_keeps_text_and_version(admin_client, edited_document):
+    data = _inline_form_data(edited_document, {})
+    data["title"] = "Roadmap 2027"
+    path = f"/admin/collab/document/{edited_document.pk}/change/"
+
+    response = admin_client.post(path, data)
+
+    assert response.status_code == 302, response.content.decode()
+    document = Document.objects.get(pk=edited_document.pk)
+    assert (document.title, document.version) == ("Roadmap 2027", 1)
+    assert stored_text(document.pk) == "hi"
+    page = admin_client.get(path).content.decode()
+    assert "(at version 1)" in page

@@ -7,6 +7,7 @@ from rest_framework_simplejwt.tokens import AccessToken
 from collab import commit
 from collab.models import Document, DocumentMembership, Role
 from tests.conftest import token_for
+from tests.stored import stored_text
 
 PASSWORD = "correct-horse-battery"
 
@@ -272,7 +273,7 @@ def test_rename_invalid_input(team, body, field):
     assert field in response.data
     document.refresh_from_db()
     assert document.title == "Plan"
-    assert document.content == "hello"
+    assert stored_text(document.pk) == "hello"
 
 
 def test_delete_by_owner(team):

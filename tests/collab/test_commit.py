@@ -8,6 +8,7 @@ from asgiref.sync import sync_to_async
 from collab import errors
 from collab.commit import Committer, EditRequest, commit, commit_batch
 from collab.models import Document, Operation
+from tests.stored import astored_text, stored_text
 
 
 @pytest.fixture
@@ -38,7 +39,7 @@ def test_batch_applies_edits_in_order(document):
     # Each later edit was transformed over the earlier ones of the batch.
     assert [op.version for op in outcomes[2].preceding] == [0, 1]
     document.refresh_from_db()
-    assert document.content == "12abc3"
+    assert stored_text(document.pk) == "12abc3"
     assert document.version == 3
     assert Operation.objects.filter(document=document).count() == 3
 
@@ -65,7 +66,7 @@ def test_batch_rejects_one_edit_without_affecting_others(document):
     assert isinstance(outcomes[4], errors.InvalidOperation)
     assert outcomes[5].operation.version == 1
     document.refresh_from_db()
-    assert document.content == "zxabc"
+    assert stored_text(document.pk) == "zxabc"
     assert document.version == 2
 
 
@@ -82,7 +83,7 @@ def test_duplicate_in_same_batch_is_applied_once(document):
     assert outcomes[1].duplicate is True
     assert outcomes[1].operation.version == 0
     document.refresh_from_db()
-    assert document.content == "xabc"
+    assert stored_text(document.pk) == "xabc"
 
 
 def test_duplicate_across_commits_returns_original(document):
@@ -119,7 +120,7 @@ async def test_committer_batches_concurrent_edits(document):
     assert versions == list(range(50))
     stored = await Document.objects.aget(pk=document.pk)
     assert stored.version == 50
-    assert len(stored.content) == 53
+    assert len(await astored_text(document.pk)) == 53
     assert committer.queues == {}
     assert committer.running == set()
 

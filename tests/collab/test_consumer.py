@@ -13,6 +13,7 @@ from collab.commit import commit
 from collab.models import Document, Operation
 from materi.asgi import application
 from tests.conftest import token_for
+from tests.stored import astored_text
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.timeout(60)]
 
@@ -84,7 +85,7 @@ async def close_code(communicator) -> int:
 
 async def stored(document_id):
     document = await Document.objects.aget(pk=document_id)
-    return document.content, document.version
+    return await astored_text(document_id), document.version
 
 
 async def test_connect_sends_document_state(people):

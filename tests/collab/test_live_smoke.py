@@ -2,6 +2,7 @@ import asyncio
 
 from tests.conftest import token_for
 from tests.live import Client
+from tests.stored import stored_text
 
 
 def test_two_clients_converge_on_seed_example(server, make_user, make_document):
@@ -32,5 +33,5 @@ def test_two_clients_converge_on_seed_example(server, make_user, make_document):
         "ops": [{"retain": 5}, {"insert": "World"}]
     }
     document.refresh_from_db()
-    assert document.content == "HelloWorld"
+    assert stored_text(document.pk) == "HelloWorld"
     assert document.version == 2

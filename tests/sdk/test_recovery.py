@@ -13,9 +13,10 @@ import pytest
 from materi_realtime import MateriRealtime
 from rest_framework_simplejwt.tokens import AccessToken
 
-from collab.models import Document
+from collab.models import Operation
 from tests.conftest import token_for
 from tests.proxy import FaultyProxy
+from tests.stored import stored_text
 
 pytestmark = pytest.mark.timeout(180)
 MARKER = re.compile(r"\[([a-z]+)(\d+)\]")
@@ -110,10 +111,11 @@ def test_clients_survive_server_sigkill(start_server, make_user, make_document):
             await close_all(writers)
 
     asyncio.run(scenario())
-    stored = Document.objects.get(pk=document.pk)
-    assert writers[0].client.text == stored.content
-    assert stored.operations.count() == stored.version
-    assert_exactly_once(stored.content, writers)
+    stored = stored_text(document.pk)
+    assert writers[0].client.text == stored
+    document.refresh_from_db()
+    assert Operation.objects.filter(document=document).count() == document.version
+    assert_exactly_once(stored, writers)
     assert all(writer.count > 20 for writer in writers)
 
 
@@ -150,9 +152,9 @@ def test_clients_survive_cut_and_blackholed_links(server, make_user, make_docume
                 await proxy.close()
 
     writers = asyncio.run(scenario())
-    stored = Document.objects.get(pk=document.pk)
-    assert writers[0].client.text == stored.content
-    assert_exactly_once(stored.content, writers)
+    stored = stored_text(document.pk)
+    assert writers[0].client.text == stored
+    assert_exactly_once(stored, writers)
 
 
 def test_offline_edits_on_two_clients_converge(server, make_user, make_document):
@@ -187,10 +189,10 @@ def test_offline_edits_on_two_clients_converge(server, make_user, make_document)
                 await proxy.close()
 
     writers = asyncio.run(scenario())
-    stored = Document.objects.get(pk=document.pk)
-    assert writers[0].client.text == stored.content
-    assert "shared start" in MARKER.sub("", stored.content)
-    assert_exactly_once(stored.content, writers)
+    stored = stored_text(document.pk)
+    assert writers[0].client.text == stored
+    assert "shared start" in MARKER.sub("", stored)
+    assert_exactly_once(stored, writers)
 
 
 def test_client_behind_history_window_recovers_from_snapshot(
@@ -225,9 +227,9 @@ def test_client_behind_history_window_recovers_from_snapshot(
             await proxy.close()
 
     writers = asyncio.run(scenario())
-    stored = Document.objects.get(pk=document.pk)
-    assert writers[0].client.text == stored.content
-    assert_exactly_once(stored.content, writers)
+    stored = stored_text(document.pk)
+    assert writers[0].client.text == stored
+    assert_exactly_once(stored, writers)
 
 
 def test_expired_token_is_refreshed_without_losing_edits(
@@ -262,7 +264,7 @@ def test_expired_token_is_refreshed_without_losing_edits(
             await client.close()
 
     writer = asyncio.run(scenario())
-    stored = Document.objects.get(pk=document.pk)
+    stored = stored_text(document.pk)
     assert refreshed
-    assert writer.client.text == stored.content
-    assert_exactly_once(stored.content, [writer])
+    assert writer.client.text == stored
+    assert_exactly_once(stored, [writer])

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.db import connections
 from playwright.sync_api import Page, expect
 
-from collab.models import Document
+from tests.stored import stored_text
 
 PASSWORD = "correct-horse-battery"
 CHROMIUM = "/usr/bin/chromium"
@@ -41,7 +41,7 @@ def in_thread(function):
 
 
 def stored_content(document_id) -> str:
-    return in_thread(lambda: Document.objects.get(pk=document_id).content)
+    return in_thread(lambda: stored_text(document_id))
 
 
 def open_editor(browser, server, username: str, document_id, errors=None) -> Page:

@@ -71,6 +71,6 @@ class Command(BaseCommand):
                     batch = []
             Operation.objects.bulk_create(batch)
             Document.objects.filter(pk=document.pk).update(
-                content=content, version=operations
+                snapshot=content, snapshot_version=operations, version=operations
             )
         self.stdout.write(str(document.pk))
