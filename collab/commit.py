@@ -428,10 +428,11 @@ class Committer:
             await in_commit_thread(save_snapshot)(document_id, *snapshot)
 
     async def _publish(self, document_id, outcomes) -> None:
-        """Publish the batch's new operations in version order.
+        """Deliver the batch's new operations in version order.
 
-        The next batch of this document waits for this, so subscribers receive a
-        process's operations with no gap; the acks are already on their way.
+        The next batch of this document waits for the delivery to this process's
+        sockets, so they receive its operations with no gap. The acks are
+        already on their way.
         """
         frames = [
             (outcome.operation.version, protocol.encode_operation(outcome.operation))
@@ -443,18 +444,7 @@ class Committer:
         # Let the woken consumers send their acks first, so an author's own
         # socket has moved past its operation when the fan-out arrives there.
         await asyncio.sleep(0)
-        try:
-            await fanout.publish(document_id, frames)
-        except Exception as exc:
-            # Subscribers read what they missed from the database at their next
-            # broadcast or heartbeat.
-            logger.warning(
-                "publishing versions %d to %d of %s failed: %s",
-                frames[0][0],
-                frames[-1][0],
-                document_id,
-                exc,
-            )
+        await fanout.publish(document_id, frames)
 
 
 committer = Committer()

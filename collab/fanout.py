@@ -6,6 +6,11 @@ each. Instead each process subscribes once per document it has sockets on, gets
 one message per operation, and writes the already encoded frame to its local
 sockets.
 
+The committing process delivers to its own sockets at once, without waiting for
+its own layer message, and sends the layer message in the background, so the next
+commit of the document does not wait for Redis either. Each process sends its
+messages for one document in commit order.
+
 The layer may drop messages (a full channel, a Redis restart). A socket that then
 receives a later version, or whose heartbeat finds it behind, reads what it missed
 from the database, so a lost message costs latency, never an operation.
@@ -48,6 +53,8 @@ class DocumentFanout:
         self.channel: str | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task | None = None
+        # The last layer send of each document, which the next one waits for.
+        self.sending: dict[uuid.UUID, asyncio.Task] = {}
 
     async def subscribe(self, document_id: uuid.UUID, subscriber: Subscriber) -> None:
         await self._ensure_started()
@@ -90,15 +97,47 @@ class DocumentFanout:
     async def publish(
         self, document_id: uuid.UUID, frames: list[tuple[int, str]]
     ) -> None:
-        """Send committed operations' frames, in version order, to every process."""
-        await get_channel_layer().group_send(
-            operations_group(document_id),
-            {
-                "type": protocol.FANOUT_OPERATION,
-                "document": document_id.hex,
-                "frames": frames,
-            },
+        """Deliver committed operations' frames, in version order, to every socket.
+
+        This process's sockets get them before this returns. The layer message to
+        the other processes is sent in the background, after the document's
+        previous one.
+        """
+        await self._deliver_frames(document_id, frames)
+        previous = self.sending.get(document_id)
+        task = asyncio.get_running_loop().create_task(
+            self._send(document_id, frames, previous)
         )
+        self.sending[document_id] = task
+        task.add_done_callback(lambda done: self._sent(document_id, done))
+
+    async def _send(self, document_id, frames, previous) -> None:
+        if previous is not None:
+            await asyncio.gather(previous, return_exceptions=True)
+        try:
+            await get_channel_layer().group_send(
+                operations_group(document_id),
+                {
+                    "type": protocol.FANOUT_OPERATION,
+                    "document": document_id.hex,
+                    "origin": self.channel,
+                    "frames": frames,
+                },
+            )
+        except Exception as exc:
+            # Sockets of other processes read what they missed from the database
+            # at their next broadcast or heartbeat.
+            logger.warning(
+                "publishing versions %d to %d of %s failed: %s",
+                frames[0][0],
+                frames[-1][0],
+                document_id,
+                exc,
+            )
+
+    def _sent(self, document_id: uuid.UUID, task: asyncio.Task) -> None:
+        if self.sending.get(document_id) is task:
+            del self.sending[document_id]
 
     def recent_frames(
         self, document_id: uuid.UUID, since: int, until: int
@@ -118,6 +157,7 @@ class DocumentFanout:
             self.starting = asyncio.Lock()
             self.subscribers = {}
             self.recent = {}
+            self.sending = {}
             self.task = None
         async with self.starting:
             if self.task is not None and not self.task.done():
@@ -160,11 +200,18 @@ class DocumentFanout:
     async def _deliver(self, message: dict) -> None:
         if message.get("type") != protocol.FANOUT_OPERATION:
             return
+        if message.get("origin") is not None and message["origin"] == self.channel:
+            return  # delivered by publish() already
         document_id = uuid.UUID(hex=message["document"])
+        await self._deliver_frames(document_id, message["frames"])
+
+    async def _deliver_frames(
+        self, document_id: uuid.UUID, frames: list[tuple[int, str]]
+    ) -> None:
         if document_id not in self.subscribers:
             return
         recent = self.recent.setdefault(document_id, {})
-        for version, frame in message["frames"]:
+        for version, frame in frames:
             recent[version] = frame
             if len(recent) > RECENT_FRAMES:
                 del recent[next(iter(recent))]

@@ -6,10 +6,12 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from rest_framework_simplejwt.tokens import AccessToken
 
 from collab.commit import commit
+from collab.fanout import operations_group
 from collab.models import Document, Operation
 from materi.asgi import application
 from tests.conftest import token_for
@@ -438,3 +440,31 @@ async def test_sync_ahead_of_document_is_rejected(people):
     assert error["data"]["code"] == "version_ahead"
     assert "99" in error["data"]["message"]
     await reader.disconnect()
+
+
+async def test_local_sockets_get_edits_without_layer(people, monkeypatch, caplog):
+    """The committing process delivers to its own sockets itself, so they get an
+    edit at once even when the layer message to other processes fails."""
+    document = people["document"]
+    author = await joined(document.pk, people["bob"], "author")
+    other = await joined(document.pk, people["ada"], "other")
+    layer = get_channel_layer()
+    group_send = layer.group_send
+
+    async def unreachable(group, message):
+        if group == operations_group(document.pk):
+            raise ConnectionError("the channel layer is unreachable")
+        await group_send(group, message)
+
+    monkeypatch.setattr(layer, "group_send", unreachable)
+    await author.send_json_to(edit([{"insert": ">"}], 0, "m1", "author"))
+
+    assert (await receive(author))["event"] == "operation_ack"
+    remote = await receive(other)
+    assert remote["event"] == "document_edit"
+    assert remote["data"]["version"] == 0
+    assert await quiet(author, 0.2)
+    assert "publishing versions 0 to 0" in caplog.text
+    assert "the channel layer is unreachable" in caplog.text
+    await author.disconnect()
+    await other.disconnect()
