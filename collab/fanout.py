@@ -7,9 +7,8 @@ one message per operation, and writes the already encoded frame to its local
 sockets.
 
 The committing process delivers to its own sockets at once, without waiting for
-its own layer message, and sends the layer message in the background, so the next
-commit of the document does not wait for Redis either. Each process sends its
-messages for one document in commit order.
+its own layer message to come back, and then sends that message for the other
+processes.
 
 The layer may drop messages (a full channel, a Redis restart). A socket that then
 receives a later version, or whose heartbeat finds it behind, reads what it missed
@@ -53,8 +52,6 @@ class DocumentFanout:
         self.channel: str | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.task: asyncio.Task | None = None
-        # The last layer send of each document, which the next one waits for.
-        self.sending: dict[uuid.UUID, asyncio.Task] = {}
 
     async def subscribe(self, document_id: uuid.UUID, subscriber: Subscriber) -> None:
         await self._ensure_started()
@@ -99,21 +96,12 @@ class DocumentFanout:
     ) -> None:
         """Deliver committed operations' frames, in version order, to every socket.
 
-        This process's sockets get them before this returns. The layer message to
-        the other processes is sent in the background, after the document's
-        previous one.
+        This process's sockets get them first, and the other processes through
+        one layer message. The caller waits for the send before publishing the
+        document's next frames, which keeps them in order and paces commits to
+        what the layer can take.
         """
         await self._deliver_frames(document_id, frames)
-        previous = self.sending.get(document_id)
-        task = asyncio.get_running_loop().create_task(
-            self._send(document_id, frames, previous)
-        )
-        self.sending[document_id] = task
-        task.add_done_callback(lambda done: self._sent(document_id, done))
-
-    async def _send(self, document_id, frames, previous) -> None:
-        if previous is not None:
-            await asyncio.gather(previous, return_exceptions=True)
         try:
             await get_channel_layer().group_send(
                 operations_group(document_id),
@@ -135,10 +123,6 @@ class DocumentFanout:
                 exc,
             )
 
-    def _sent(self, document_id: uuid.UUID, task: asyncio.Task) -> None:
-        if self.sending.get(document_id) is task:
-            del self.sending[document_id]
-
     def recent_frames(
         self, document_id: uuid.UUID, since: int, until: int
     ) -> list[str] | None:
@@ -157,7 +141,6 @@ class DocumentFanout:
             self.starting = asyncio.Lock()
             self.subscribers = {}
             self.recent = {}
-            self.sending = {}
             self.task = None
         async with self.starting:
             if self.task is not None and not self.task.done():
