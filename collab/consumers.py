@@ -17,6 +17,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
 from collab import auth, errors, protocol, store
+from collab.batching import Batcher
 from collab.commit import EditRequest, committer
 from collab.fanout import fanout
 from collab.models import Document, Role
@@ -24,6 +25,9 @@ from collab.protocol import CloseCode, Event, MessageType, group_name
 from presence.session import PresenceSession
 
 logger = logging.getLogger(__name__)
+
+# The heartbeat's version reads of all sockets in this process, a query per window.
+current_versions = Batcher(store.current_versions)
 
 
 class DocumentConsumer(AsyncWebsocketConsumer):
@@ -213,8 +217,8 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         The channel layer drops messages to a full channel; the next broadcast
         reveals such a gap, and this check covers a document that went quiet.
         """
-        version = await database_sync_to_async(store.current_version)(self.document_id)
-        if version > self.next_version:
+        version = await current_versions.submit(self.document_id)
+        if version is not None and version > self.next_version:
             await self.deliver_missed(version)
 
     async def handle_sync(self, message: protocol.Message) -> None:

@@ -101,15 +101,22 @@ def register_connection(info: ConnectionInfo, state: PresenceState) -> int:
     return connection.pk
 
 
-def refresh_connection(pk: int, channel_name: str, state: PresenceState) -> bool:
-    """Set the row's last_seen to now and save the state again.
+def refresh_connections(
+    connections: dict[int, tuple[str, PresenceState]],
+) -> dict[int, bool]:
+    """Set the rows' last_seen to now and save their states again, in one update.
 
-    Return False when the row is gone, which happens when the reaper deleted it while
-    this process could not refresh it, for example during a database outage.
+    `connections` maps each row's primary key to its channel name and state. The
+    result says for each row whether it still exists: a row is gone when the
+    reaper deleted it while this process could not refresh it, for example during
+    a database outage.
     """
-    updated = Connection.objects.filter(pk=pk).update(last_seen=timezone.now())
-    store.save_state(channel_name, state)
-    return updated > 0
+    Connection.objects.filter(pk__in=connections).update(last_seen=timezone.now())
+    existing = set(
+        Connection.objects.filter(pk__in=connections).values_list("pk", flat=True)
+    )
+    store.save_states(dict(connections.values()))
+    return {pk: pk in existing for pk in connections}
 
 
 def unregister_connection(

@@ -20,6 +20,7 @@ from django.db import DatabaseError
 
 from collab import ot, protocol
 from collab import store as document_store
+from collab.batching import Batcher
 from collab.protocol import Event, MessageType
 from presence import service, store
 from presence.cursors import (
@@ -34,6 +35,9 @@ from presence.store import PresenceState
 from presence.throttle import Coalescer, Interval
 
 logger = logging.getLogger(__name__)
+
+# The heartbeat refreshes of all sockets in this process, one update per window.
+connection_refreshes = Batcher(service.refresh_connections)
 
 
 def presence_event(sender: str, event: Event, data: dict[str, Any]) -> dict:
@@ -178,9 +182,9 @@ class PresenceSession:
         if not self.refresh_interval.due():
             return
         try:
-            if self.connection_pk is not None and await database_sync_to_async(
-                service.refresh_connection
-            )(self.connection_pk, self.info.channel_name, self.state):
+            if self.connection_pk is not None and await connection_refreshes.submit(
+                self.connection_pk, (self.info.channel_name, self.state)
+            ):
                 return
             self.connection_pk = await database_sync_to_async(
                 service.register_connection

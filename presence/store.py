@@ -52,6 +52,14 @@ def save_state(channel_name: str, state: PresenceState) -> None:
     cache.set(cache_key(channel_name), state.to_cache(), expiry_seconds())
 
 
+def save_states(states: dict[str, PresenceState]) -> None:
+    """Store the state of each channel name, in one cache call."""
+    cache.set_many(
+        {cache_key(name): state.to_cache() for name, state in states.items()},
+        expiry_seconds(),
+    )
+
+
 def load_states(channel_names: list[str]) -> dict[str, PresenceState]:
     """Return the stored state of each channel that has one.
 
