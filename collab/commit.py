@@ -218,8 +218,10 @@ def _commit_once(document_id, prepared, check_all):
             Operation.objects.bulk_create(batch.new_operations)
             document.save(update_fields=["version", "updated_at"])
         # A text may be cached once its version is committed, not before.
-        version, text = document.version, batch.text
-        transaction.on_commit(lambda: text_cache.put(document_id, version, text))
+        version, text, history = document.version, batch.text, tuple(batch.history)
+        transaction.on_commit(
+            lambda: text_cache.put(document_id, version, text, history)
+        )
     interval = settings.MATERI["SNAPSHOT_INTERVAL"]
     if document.version - document.snapshot_version >= interval:
         return outcomes, (version, text)
@@ -229,28 +231,32 @@ def _commit_once(document_id, prepared, check_all):
 def _commit_current(document_id, prepared):
     """Commit a batch in one statement when this process has the current text.
 
-    This is the common case of one process serving a document and clients that
-    are up to date: every edit is based on the version of the cached text and
-    its socket has received every operation before it. The edits are transformed
-    over each other and checked in memory. Then one PostgreSQL statement checks
-    that the document is still at that version and that every author may edit,
-    and moves the version and stores the operations. It returns None, having
-    changed nothing, whenever that does not hold, or an edit is rejected, and the
-    caller takes the path that reads the document under a row lock.
+    This is the common case of one process serving a document: the cached text
+    is current, and every edit is based on a version whose later operations are
+    cached with it. The edits are transformed, checked and applied in memory,
+    and a resend of a cached operation gets its original ack. Then one
+    PostgreSQL statement checks that the document is still at the cached version
+    and that every author may edit, and moves the version and stores the
+    operations. It returns None, having changed nothing, whenever that does not
+    hold or an edit is rejected, and the caller takes the path that reads the
+    document under a row lock.
     """
     if connection.vendor != "postgresql" or connection.in_atomic_block:
         return None
-    cached = text_cache.get(document_id)
+    cached = text_cache.entry(document_id)
     if cached is None:
         return None
-    version, text = cached
+    version = cached.version
     requests = [request for _, request in prepared]
-    if any(r.base_version != version or r.since != version for r in requests):
+    since = min(request.since for request in requests)
+    if since < cached.first_version or any(r.base_version > version for r in requests):
         return None
 
     document = Document(pk=document_id, version=version)
     editors = {request.user.pk: Role.EDITOR for request in requests}
-    batch = _Batch(document, text, editors, {}, version, [])
+    history = list(cached.history[since - cached.first_version :])
+    existing = {(op.client_id, op.message_id): op for op in history}
+    batch = _Batch(document, cached.text, editors, existing, since, history)
     outcomes = [(index, batch.add(request)) for index, request in prepared]
     if any(isinstance(outcome, errors.RealtimeError) for _, outcome in outcomes):
         return None
@@ -277,7 +283,12 @@ def _commit_current(document_id, prepared):
     if row is None or row[1] != len(operations):
         return None
     snapshot_version = row[0]
-    text_cache.put(document_id, document.version, batch.text)
+    text_cache.put(
+        document_id,
+        document.version,
+        batch.text,
+        cached.history[: since - cached.first_version] + tuple(batch.history),
+    )
     interval = settings.MATERI["SNAPSHOT_INTERVAL"]
     if document.version - snapshot_version >= interval:
         return outcomes, (document.version, batch.text)

@@ -62,6 +62,24 @@ class Snapshot:
     version: int
 
 
+# Stored operations kept with each cached text, for edits based a little behind it.
+MAX_CACHED_HISTORY = 256
+
+
+@dataclass(frozen=True)
+class CachedText:
+    """A document's text at `version`, and the operations stored just below it."""
+
+    version: int
+    text: str
+    history: tuple[StoredOperation, ...] = ()
+
+    @property
+    def first_version(self) -> int:
+        """Return the version of the oldest cached operation, or `version` if none."""
+        return self.version - len(self.history)
+
+
 class TextCache:
     """The text of recently used documents in this process, each at some version.
 
@@ -74,33 +92,49 @@ class TextCache:
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
         self.size = 0
-        self.entries: OrderedDict[uuid.UUID, tuple[int, str]] = OrderedDict()
+        self.entries: OrderedDict[uuid.UUID, CachedText] = OrderedDict()
         self.lock = threading.Lock()
 
     def get(self, document_id: uuid.UUID) -> tuple[int, str] | None:
+        """Return the cached version and text of the document, if any."""
+        entry = self.entry(document_id)
+        return None if entry is None else (entry.version, entry.text)
+
+    def entry(self, document_id: uuid.UUID) -> "CachedText | None":
         with self.lock:
             entry = self.entries.get(document_id)
             if entry is not None:
                 self.entries.move_to_end(document_id)
             return entry
 
-    def put(self, document_id: uuid.UUID, version: int, text: str) -> None:
-        """Keep `text` as the document's text at `version`, unless a newer one is kept."""
+    def put(
+        self,
+        document_id: uuid.UUID,
+        version: int,
+        text: str,
+        history: tuple["StoredOperation", ...] = (),
+    ) -> None:
+        """Keep `text` as the document's text at `version`, unless a newer one is kept.
+
+        `history` contains the stored operations just below `version`, in order and
+        with no gap, as far back as the caller has them.
+        """
         with self.lock:
             old = self.entries.get(document_id)
             if old is not None:
-                if old[0] > version:
+                if old.version > version:
                     return
                 del self.entries[document_id]
-                self.size -= len(old[1])
+                self.size -= len(old.text)
             if len(text) > self.max_size:
                 return
-            self.entries[document_id] = (version, text)
+            history = history[-MAX_CACHED_HISTORY:]
+            self.entries[document_id] = CachedText(version, text, history)
             self.entries.move_to_end(document_id)
             self.size += len(text)
             while self.size > self.max_size and self.entries:
-                _, (_, evicted) = self.entries.popitem(last=False)
-                self.size -= len(evicted)
+                _, evicted = self.entries.popitem(last=False)
+                self.size -= len(evicted.text)
 
     def clear(self) -> None:
         with self.lock:
@@ -111,7 +145,7 @@ class TextCache:
         with self.lock:
             old = self.entries.pop(document_id, None)
             if old is not None:
-                self.size -= len(old[1])
+                self.size -= len(old.text)
 
 
 text_cache = TextCache(settings.MATERI["TEXT_CACHE_SIZE"])
@@ -125,12 +159,12 @@ def text_at(
 ) -> str:
     """Return the document's text at `version`, which must be committed.
 
-    Start from the newest text at hand: this process's cached text, `snapshot`
-    (the stored snapshot's version and text, when the caller has read them), or
-    the stored snapshot, read here when it is newer than the cache or `snapshot`
-    is missing. Then apply the operations stored after it. `snapshot_version`,
-    when known, is the stored snapshot's version, so an old cached text is not
-    brought forward over more operations than the stored snapshot needs.
+    Start from the newest text at hand: this process's cached text, or `snapshot`
+    (the stored snapshot's version and text, when the caller has read them). The
+    stored snapshot is read here when neither is at hand or when it is newer than
+    both. Then apply the operations stored after the starting text.
+    `snapshot_version`, when known, is the stored snapshot's version, so an old
+    cached text is not brought forward over more operations than that snapshot.
     """
     start, text = -1, ""
     cached = text_cache.get(document_id)

@@ -92,3 +92,43 @@ def test_snapshot_due_after_one_statement_commit(document, settings):
     commit(document.pk, document.owner, "c1", "m1", 1, [{"insert": "1"}])
     document.refresh_from_db()
     assert (document.snapshot_version, document.snapshot) == (2, "1>abc")
+
+
+def test_behind_edit_uses_cached_history(document):
+    ada = document.owner
+    commit(document.pk, ada, "c1", "m1", 1, [{"insert": "1"}])
+    with CaptureQueriesContext(connection) as queries:
+        result = commit(
+            document.pk, ada, "c2", "m2", 1, [{"retain": 4}, {"insert": "!"}]
+        )
+    assert len(queries) == 1
+    assert result.operation.version == 2
+    assert result.operation.components == [{"retain": 5}, {"insert": "!"}]
+    assert [op.message_id for op in result.preceding] == ["m1"]
+    assert stored_text(document.pk) == "1>abc!"
+
+
+def test_resend_of_cached_operation_is_duplicate(document):
+    ada = document.owner
+    first = commit(document.pk, ada, "c1", "m1", 1, [{"insert": "1"}])
+    commit(document.pk, ada, "c2", "m2", 2, [{"insert": "2"}])
+    with CaptureQueriesContext(connection) as queries:
+        again = commit(document.pk, ada, "c1", "m1", 1, [{"insert": "1"}])
+    assert len(queries) == 1
+    assert again.duplicate is True
+    assert again.operation == first.operation
+    assert stored_text(document.pk) == "21>abc"
+
+
+def test_edit_behind_cached_history_takes_locked_path(document):
+    ada = document.owner
+    commit(document.pk, ada, "c1", "m1", 1, [{"insert": "1"}])
+    # The cached text without its operations, as after a read brought it forward.
+    text_cache.clear()
+    text_cache.put(document.pk, 2, "1>abc")
+    with CaptureQueriesContext(connection) as queries:
+        result = commit(document.pk, ada, "c2", "m2", 1, [{"insert": "2"}])
+    assert len(queries) > 1
+    assert result.operation.version == 2
+    # The edit committed first stays on the left of a tie.
+    assert stored_text(document.pk) == "12>abc"
