@@ -216,6 +216,11 @@ MATERI = {
     "CURSOR_UPDATES_PER_SECOND": env_float(
         "MATERI_CURSOR_UPDATES_PER_SECOND", 20.0, minimum=0.1
     ),
+    # Take the client's address, port and scheme from the X-Forwarded-For,
+    # X-Forwarded-Port and X-Forwarded-Proto headers of a reverse proxy. Only
+    # safe when every request comes through that proxy, because clients can set
+    # these headers themselves.
+    "PROXY_HEADERS": env_bool("MATERI_PROXY_HEADERS", False),
     # Operations after which a document's stored snapshot moves to its current text.
     "SNAPSHOT_INTERVAL": env_int("MATERI_SNAPSHOT_INTERVAL", 100, minimum=1),
     # Code points of current document text each process keeps in memory, so a

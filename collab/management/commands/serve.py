@@ -80,6 +80,18 @@ class Command(BaseCommand):
             ping_timeout=settings.MATERI["HEARTBEAT_TIMEOUT"],
             ready_callable=ready,
             verbosity=0,
+            **proxy_header_options(),
         )
         logger.info("serving on %s:%s", host, port)
         server.run()
+
+
+def proxy_header_options() -> dict[str, str]:
+    """Return daphne's options for reading a reverse proxy's forwarding headers."""
+    if not settings.MATERI["PROXY_HEADERS"]:
+        return {}
+    return {
+        "proxy_forwarded_address_header": "X-Forwarded-For",
+        "proxy_forwarded_port_header": "X-Forwarded-Port",
+        "proxy_forwarded_proto_header": "X-Forwarded-Proto",
+    }
