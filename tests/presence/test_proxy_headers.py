@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 import websockets
+from channels.db import database_sync_to_async
 
 from presence.models import Connection
 from tests.conftest import token_for
@@ -32,7 +33,7 @@ def remote_address(server, document, user, client_id: str) -> str:
         ) as socket:
             await socket.recv()
             # The row is deleted when the socket closes, so read it while open.
-            return await asyncio.to_thread(wait_for, stored_address)
+            return await database_sync_to_async(wait_for)(stored_address)
 
     return asyncio.run(scenario())
 
