@@ -231,6 +231,14 @@ function parseComponent(index, component) {
         `component ${index}: insert contains a lone surrogate at offset ${offset} (U+${hex})`,
       );
     }
+    const nul = value.indexOf('\u0000');
+    if (nul !== -1) {
+      // PostgreSQL cannot store U+0000 in text or jsonb.
+      const offset = codePointLength(value.slice(0, nul));
+      throw new InvalidOperation(
+        `component ${index}: insert contains U+0000 at offset ${offset}; documents cannot contain it`,
+      );
+    }
     return [kind, value, codePointLength(value)];
   }
   if (!isCount(value)) {

@@ -169,6 +169,7 @@ BAD_FRAMES = [
     (json.dumps(edit([{"retain": 9}, {"insert": "x"}], 0)), "invalid_operation"),
     (json.dumps(edit([{"delete": 0}], 0)), "invalid_operation"),
     (json.dumps(edit([{"insert": "\ud800"}], 0)), "invalid_operation"),
+    (json.dumps(edit([{"insert": "a\x00"}], 0)), "invalid_operation"),
     (json.dumps(edit([{"bold": True}], 0)), "invalid_operation"),
     (json.dumps(edit([{"insert": "x"}], 7)), "version_ahead"),
 ]

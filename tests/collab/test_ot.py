@@ -175,6 +175,11 @@ def edited_span(ops):
             [{"insert": "\udfff"}],
             "component 0: insert contains a lone surrogate at offset 0",
         ),
+        (
+            [{"insert": "😀a\x00"}],
+            "component 0: insert contains U+0000 at offset 2; documents cannot "
+            "contain it",
+        ),
     ],
 )
 def test_validate_rejects_fault(ops, expected):

@@ -179,6 +179,11 @@ describe('validate and normalize', () => {
       [{ retain: 1 }, { insert: 'a\ud800' }],
       'component 1: insert contains a lone surrogate at offset 1 (U+D800)',
     ],
+    [
+      'NUL insert',
+      [{ insert: '😀a\u0000' }],
+      'component 0: insert contains U+0000 at offset 2; documents cannot contain it',
+    ],
   ];
   for (const [name, ops, message] of invalidCases) {
     test(`validate rejects ${name}`, () => {

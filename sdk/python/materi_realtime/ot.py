@@ -121,6 +121,12 @@ def _parse_component(index: int, component: object) -> _ParsedComponent:
                 f"component {index}: insert contains a lone surrogate at offset "
                 f"{surrogate.start()} (U+{ord(surrogate.group()):04X})"
             )
+        if "\x00" in value:
+            # PostgreSQL cannot store U+0000 in text or jsonb.
+            raise InvalidOperation(
+                f"component {index}: insert contains U+0000 at offset "
+                f"{value.index(chr(0))}; documents cannot contain it"
+            )
     elif not _is_count(value):
         raise InvalidOperation(
             f"component {index}: {kind} count must be a positive integer, "
