@@ -12,9 +12,11 @@ import uuid
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
+from autobahn.exception import Disconnected
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
+from django.db import DatabaseError
 
 from collab import auth, errors, protocol, store
 from collab.batching import Batcher
@@ -72,6 +74,18 @@ class DocumentConsumer(AsyncWebsocketConsumer):
             await self.close(code=exc.close_code)
             return
 
+        try:
+            await self.join()
+        except Exception:
+            # The socket would otherwise stay open without a document; close it,
+            # and disconnect() removes whatever the join stored.
+            logger.exception(
+                "joining document=%s client=%s failed", self.document_id, self.client_id
+            )
+            await self.close(code=int(CloseCode.INTERNAL_ERROR))
+
+    async def join(self) -> None:
+        """Register presence, subscribe and send the join state."""
         self.group = group_name(self.document_id)
         self.presence = PresenceSession.for_socket(
             self.scope,
@@ -144,6 +158,18 @@ class DocumentConsumer(AsyncWebsocketConsumer):
                 code,
             )
 
+    async def send(self, text_data=None, bytes_data=None, close=False) -> None:
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except Disconnected:
+            # The client closed the socket while this frame was on its way, and
+            # the disconnect event that cleans up is already queued.
+            logger.debug(
+                "dropped a frame to closed socket document=%s client=%s",
+                self.document_id,
+                self.client_id,
+            )
+
     # Client messages
 
     async def receive(self, text_data=None, bytes_data=None) -> None:
@@ -151,10 +177,23 @@ class DocumentConsumer(AsyncWebsocketConsumer):
             return
         self.last_seen = time.monotonic()
         await self.presence.heartbeat()
+        message = None
         try:
             message = protocol.decode(text_data)
             handler = getattr(self, self.handlers[(message.type, message.event)])
             await handler(message)
+        except DatabaseError as exc:
+            logger.error(
+                "database error on document=%s client=%s: %s",
+                self.document_id,
+                self.client_id,
+                exc,
+            )
+            unavailable = errors.Unavailable(
+                "the database is unavailable; send the message again later",
+                message.message_id if message is not None else None,
+            )
+            await self.send(text_data=protocol.encode_error(unavailable))
         except errors.RealtimeError as exc:
             if exc.close_code is not None:
                 logger.info(
@@ -217,7 +256,16 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         The channel layer drops messages to a full channel; the next broadcast
         reveals such a gap, and this check covers a document that went quiet.
         """
-        version = await current_versions.submit(self.document_id)
+        try:
+            version = await current_versions.submit(self.document_id)
+        except DatabaseError as exc:
+            # The next heartbeat checks again; the pong has been sent.
+            logger.warning(
+                "heartbeat version check on document=%s failed: %s",
+                self.document_id,
+                exc,
+            )
+            return
         if version is not None and version > self.next_version:
             await self.deliver_missed(version)
 

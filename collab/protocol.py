@@ -48,6 +48,7 @@ class CloseCode(IntEnum):
     ROLE_CHANGED = 4009
     DISCONNECTED_BY_OPERATOR = 4010
     MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
 
 
 # Events a client may send, by type.

@@ -7,6 +7,7 @@ import random
 import pytest
 import websockets
 from django.conf import settings
+from django.db import connection
 from materi_realtime import MateriRealtime
 
 from collab.models import Operation
@@ -211,3 +212,50 @@ def test_production_settings_refuse_missing_secret(tmp_path):
     )
     assert result.returncode != 0
     assert "REDIS_URL is not set" in result.stderr
+
+
+@pytest.mark.skipif(
+    connection.vendor != "postgresql",
+    reason="ending the server's database sessions needs PostgreSQL",
+)
+def test_lost_database_session_keeps_sockets_open(
+    start_server, make_user, make_document
+):
+    server = start_server()
+    ada = make_user("ada")
+    document = make_document(ada, content="abc")
+    ping = {"type": "system", "event": "ping", "data": {"timestamp": 1}}
+
+    async def scenario():
+        client = await Client.connect(server.ws_url, document.pk, token_for(ada), "a")
+        await client.expect("document_state")
+        await client.send(ping)
+        await client.expect("pong")
+        # The server's pooled sessions die, as when PostgreSQL restarts.
+        await asyncio.to_thread(end_other_sessions)
+        for _ in range(3):
+            await client.send(ping)
+            await client.expect("pong")
+        await client.edit([{"insert": ">"}], 0, "m1")
+        while (reply := await client.receive(presence=False))["event"] == "error":
+            # An edit that met the broken session is refused, never applied.
+            assert reply["data"]["code"] == "unavailable", reply
+            await client.edit([{"insert": ">"}], 0, "m1")
+        assert reply["event"] == "operation_ack", reply
+        await client.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        # This test's own session was ended too.
+        connection.close()
+    assert stored_text(document.pk) == ">abc"
+
+
+def end_other_sessions() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    connection.close()
