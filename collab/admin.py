@@ -117,6 +117,13 @@ class DocumentAdmin(admin.ModelAdmin):
             document.owner_id = owner_id
             document.save(update_fields=["owner", "updated_at"])
 
+    def delete_model(self, request: HttpRequest, obj: Document) -> None:
+        store.delete_document(obj.pk)
+
+    def delete_queryset(self, request: HttpRequest, queryset) -> None:
+        for document_id in queryset.values_list("pk", flat=True):
+            store.delete_document(document_id)
+
     def get_deleted_objects(self, objs, request):
         deleted, model_count, perms_needed, protected = super().get_deleted_objects(
             objs, request

@@ -382,7 +382,9 @@ class DocumentConsumer(AsyncWebsocketConsumer):
                 self.next_version += 1
                 await self.send(text_data=frame)
             return
-        logger.warning(
+        # Common when a presence event overtakes the operations it refers to, and
+        # after the layer dropped a message.
+        logger.info(
             "document=%s client=%s missed versions %d to %d; reading them",
             self.document_id,
             self.client_id,

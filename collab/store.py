@@ -216,6 +216,26 @@ def create_document(owner: AbstractBaseUser, title: str, content: str = "") -> D
     return document
 
 
+def delete_document(document_id: uuid.UUID) -> bool:
+    """Delete a document with its operations and memberships; return if it existed.
+
+    The document's row lock is taken first, as a commit takes it, so a commit in
+    progress stores its operations before they are deleted with the rest, and a
+    commit that starts later finds no document.
+    """
+    with transaction.atomic():
+        locked = list(
+            Document.objects.select_for_update()
+            .filter(pk=document_id)
+            .values_list("pk", flat=True)
+        )
+        if not locked:
+            return False
+        Document.objects.filter(pk=document_id).delete()
+    text_cache.discard(document_id)
+    return True
+
+
 def get_role(document_id: uuid.UUID, user: AbstractBaseUser) -> Role:
     """Return the user's role on the document, or raise the matching error."""
     if not Document.objects.filter(pk=document_id).exists():
@@ -244,8 +264,13 @@ def load_snapshot(document_id: uuid.UUID) -> Snapshot:
             .values_list("title", "version", "snapshot_version")
             .get()
         )
-        text = text_at(document_id, version, snapshot_version=snapshot_version)
-        return Snapshot(document_id, title, text, version)
+        try:
+            text = text_at(document_id, version, snapshot_version=snapshot_version)
+            return Snapshot(document_id, title, text, version)
+        except errors.Unavailable:
+            # Other commits moved the stored snapshot past `version` after the
+            # read above, so read the version and the snapshot together.
+            pass
     document = Document.objects.only(
         "title", "version", "snapshot", "snapshot_version"
     ).get(pk=document_id)

@@ -14,9 +14,12 @@ def stored_text(document_id) -> str:
     """
     document = Document.objects.get(pk=document_id)
     text = document.snapshot
+    # Operations committed after the document row was read are left out.
     rows = (
         Operation.objects.filter(
-            document_id=document_id, version__gte=document.snapshot_version
+            document_id=document_id,
+            version__gte=document.snapshot_version,
+            version__lt=document.version,
         )
         .order_by("version")
         .values_list("version", "components")

@@ -138,6 +138,9 @@ def _find_user(username: str) -> AbstractBaseUser:
 
 
 def _demote_owner(document: Document) -> None:
-    DocumentMembership.objects.filter(document=document, role=Role.OWNER).update(
-        role=Role.EDITOR
-    )
+    # Saved one by one, not with update(), so the signal closes the old owner's
+    # sockets with 4009 and they reconnect with the new role.
+    owners = DocumentMembership.objects.filter(document=document, role=Role.OWNER)
+    for membership in owners:
+        membership.role = Role.EDITOR
+        membership.save(update_fields=["role"])

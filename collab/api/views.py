@@ -78,7 +78,7 @@ class DocumentDetailView(APIView):
     def delete(self, request: Request, document_id: uuid.UUID) -> Response:
         access = get_access(request, document_id)
         require_manage(access, "delete this document")
-        Document.objects.filter(pk=access.document.pk).delete()
+        store.delete_document(access.document.pk)
         logger.info("document %s deleted by user %s", document_id, request.user.pk)
         return Response(status=status.HTTP_204_NO_CONTENT)
 

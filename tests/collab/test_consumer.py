@@ -10,9 +10,10 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from rest_framework_simplejwt.tokens import AccessToken
 
+from collab.api.membership import set_member_role
 from collab.commit import commit
 from collab.fanout import operations_group
-from collab.models import Document, Operation
+from collab.models import Document, Operation, Role
 from materi.asgi import application
 from tests.conftest import token_for
 from tests.stored import astored_text
@@ -469,3 +470,10 @@ async def test_local_sockets_get_edits_without_layer(people, monkeypatch, caplog
     assert "the channel layer is unreachable" in caplog.text
     await author.disconnect()
     await other.disconnect()
+
+
+async def test_ownership_transfer_closes_old_owner_with_4009(people):
+    document = people["document"]
+    owner = await joined(document.pk, people["ada"], "owner")
+    await sync_to_async(set_member_role)(document, "bob", Role.OWNER)
+    assert await close_code(owner) == 4009

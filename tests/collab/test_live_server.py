@@ -12,7 +12,7 @@ from materi_realtime import MateriRealtime
 
 from collab.models import Operation
 from tests.conftest import token_for
-from tests.live import Client
+from tests.live import Client, database_url
 from tests.stored import stored_text
 
 services_only = pytest.mark.skipif(
@@ -221,7 +221,9 @@ def test_production_settings_refuse_missing_secret(tmp_path):
 def test_lost_database_session_keeps_sockets_open(
     start_server, make_user, make_document
 ):
-    server = start_server()
+    # The name marks the server's sessions, so only they are ended.
+    url = database_url(connection.settings_dict) + f"?application_name={SERVER_NAME}"
+    server = start_server(DATABASE_URL=url)
     ada = make_user("ada")
     document = make_document(ada, content="abc")
     ping = {"type": "system", "event": "ping", "data": {"timestamp": 1}}
@@ -232,7 +234,7 @@ def test_lost_database_session_keeps_sockets_open(
         await client.send(ping)
         await client.expect("pong")
         # The server's pooled sessions die, as when PostgreSQL restarts.
-        await asyncio.to_thread(end_other_sessions)
+        await asyncio.to_thread(end_server_sessions)
         for _ in range(3):
             await client.send(ping)
             await client.expect("pong")
@@ -244,18 +246,21 @@ def test_lost_database_session_keeps_sockets_open(
         assert reply["event"] == "operation_ack", reply
         await client.close()
 
-    try:
-        asyncio.run(scenario())
-    finally:
-        # This test's own session was ended too.
-        connection.close()
+    asyncio.run(scenario())
     assert stored_text(document.pk) == ">abc"
 
 
-def end_other_sessions() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-    connection.close()
+SERVER_NAME = "materi-lost-session"
+
+
+def end_server_sessions() -> None:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                [SERVER_NAME],
+            )
+            assert cursor.fetchall(), "the server has no database session to end"
+    finally:
+        connection.close()

@@ -1,6 +1,5 @@
 """The editor page in headless Chromium against a real server process."""
 
-
 from playwright.sync_api import expect
 
 from tests.web.browser import (

@@ -76,9 +76,10 @@ def test_remote_caret_and_avatars(server, make_user, make_document, launch_brows
     expect(caret).to_have_count(1, timeout=TIMEOUT_MS)
     expect(caret).to_have_attribute("data-position", "13")
     expect(caret.locator(".remote-caret-label")).to_have_text("Ada Lovelace")
-    assert caret.evaluate(
-        "(caret) => caret.style.getPropertyValue('--presence-color')"
-    ) == color
+    assert (
+        caret.evaluate("(caret) => caret.style.getPropertyValue('--presence-color')")
+        == color
+    )
     assert caret.locator(".remote-caret-label").evaluate(
         "(label) => getComputedStyle(label).backgroundColor"
     ) == rgb(color)
@@ -120,9 +121,10 @@ def test_remote_caret_and_avatars(server, make_user, make_document, launch_brows
     expect(caret).to_have_attribute("data-position", "12", timeout=TIMEOUT_MS)
     highlight = page_b.locator("#editor-mirror .remote-selection")
     expect(highlight).to_have_text("bravo")
-    assert highlight.evaluate(
-        "(span) => span.style.getPropertyValue('--presence-color')"
-    ) == color
+    assert (
+        highlight.evaluate("(span) => span.style.getPropertyValue('--presence-color')")
+        == color
+    )
 
     page_b.screenshot(path="/tmp/presence.png")
 
@@ -135,9 +137,7 @@ def test_remote_caret_and_avatars(server, make_user, make_document, launch_brows
     expect(avatars).to_have_count(1)
     hide_page(page_a2)
     close_pages(page_a)
-    expect(avatar).to_have_attribute(
-        "data-activity", "away", timeout=LEAVE_TIMEOUT_MS
-    )
+    expect(avatar).to_have_attribute("data-activity", "away", timeout=LEAVE_TIMEOUT_MS)
     expect(avatar).to_have_attribute("title", "Ada Lovelace (away)")
     expect(caret).to_have_count(0)
 
