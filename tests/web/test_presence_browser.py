@@ -145,3 +145,28 @@ def test_remote_caret_and_avatars(server, make_user, make_document, launch_brows
     expect(avatars).to_have_count(0, timeout=LEAVE_TIMEOUT_MS)
     assert errors == []
     close_pages(page_b)
+
+
+def test_caret_label_fades_after_drawing(
+    server, make_user, make_document, launch_browser
+):
+    """The name label covers the line above, so it fades once the caret is still."""
+    ada = make_user("ada")
+    bob = make_user("bob")
+    document = make_document(ada, content="alpha\nbravo\n", members=[(bob, "editor")])
+    browser = launch_browser()
+    errors: list[str] = []
+    page_a = open_editor(browser, server, "ada", document.pk, errors)
+    page_b = open_editor(browser, server, "bob", document.pk, errors)
+
+    click_line_end(page_a, 1)
+    label = page_b.locator("#editor-mirror .remote-caret-label")
+    expect(label).to_have_count(1, timeout=TIMEOUT_MS)
+    expect(label).to_have_css("opacity", "1")
+    expect(label).to_have_css("opacity", "0", timeout=10_000)
+
+    # Moving the caret draws the label again.
+    page_a.keyboard.press("ArrowLeft")
+    expect(label).to_have_css("opacity", "1", timeout=TIMEOUT_MS)
+    assert errors == []
+    close_pages(page_a, page_b)
