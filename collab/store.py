@@ -64,6 +64,10 @@ class Snapshot:
 
 # Stored operations kept with each cached text, for edits based a little behind it.
 MAX_CACHED_HISTORY = 256
+# What one cached operation counts toward TEXT_CACHE_SIZE, in code points: an
+# estimate of its memory, so that many small documents with long histories are
+# bounded too.
+HISTORY_ENTRY_SIZE = 200
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,11 @@ class CachedText:
     version: int
     text: str
     history: tuple[StoredOperation, ...] = ()
+
+    @property
+    def size(self) -> int:
+        """Return what the entry counts toward the cache's size."""
+        return len(self.text) + HISTORY_ENTRY_SIZE * len(self.history)
 
     @property
     def first_version(self) -> int:
@@ -125,16 +134,15 @@ class TextCache:
                 if old.version > version:
                     return
                 del self.entries[document_id]
-                self.size -= len(old.text)
-            if len(text) > self.max_size:
+                self.size -= old.size
+            entry = CachedText(version, text, history[-MAX_CACHED_HISTORY:])
+            if entry.size > self.max_size:
                 return
-            history = history[-MAX_CACHED_HISTORY:]
-            self.entries[document_id] = CachedText(version, text, history)
-            self.entries.move_to_end(document_id)
-            self.size += len(text)
+            self.entries[document_id] = entry
+            self.size += entry.size
             while self.size > self.max_size and self.entries:
                 _, evicted = self.entries.popitem(last=False)
-                self.size -= len(evicted.text)
+                self.size -= evicted.size
 
     def clear(self) -> None:
         with self.lock:
@@ -145,7 +153,7 @@ class TextCache:
         with self.lock:
             old = self.entries.pop(document_id, None)
             if old is not None:
-                self.size -= len(old.text)
+                self.size -= old.size
 
 
 text_cache = TextCache(settings.MATERI["TEXT_CACHE_SIZE"])

@@ -224,7 +224,8 @@ MATERI = {
     # Operations after which a document's stored snapshot moves to its current text.
     "SNAPSHOT_INTERVAL": env_int("MATERI_SNAPSHOT_INTERVAL", 100, minimum=1),
     # Code points of current document text each process keeps in memory, so a
-    # commit or join of a recently used document does not rebuild the text.
+    # commit or join of a recently used document does not rebuild the text. Each
+    # cached operation kept with a text counts as 200 code points.
     "TEXT_CACHE_SIZE": env_int("MATERI_TEXT_CACHE_SIZE", 64 * 1024 * 1024, minimum=0),
 }
 

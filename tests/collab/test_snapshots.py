@@ -134,3 +134,15 @@ def test_newer_snapshot_beats_old_cache(interval, make_user, make_document):
     text_cache.clear()
     text_cache.put(document.pk, 1, "x")
     assert load_snapshot(document.pk).content == "x" * 8
+
+
+def test_text_cache_counts_cached_operations(monkeypatch):
+    monkeypatch.setattr(store, "HISTORY_ENTRY_SIZE", 10)
+    operation = store.StoredOperation(0, [{"insert": "a"}], "c1", "m1", 1, "ada", None)
+    cache = TextCache(max_size=30)
+    cache.put("a", 1, "a", (operation,))
+    assert cache.size == 11
+    cache.put("b", 2, "bb", (operation, operation))
+    assert cache.size == 22
+    assert cache.get("a") is None
+    assert cache.entry("b").history == (operation, operation)
