@@ -64,9 +64,9 @@ class Snapshot:
 
 # Stored operations kept with each cached text, for edits based a little behind it.
 MAX_CACHED_HISTORY = 256
-# What one cached operation counts toward TEXT_CACHE_SIZE, in code points: an
-# estimate of its memory, so that many small documents with long histories are
-# bounded too.
+# The size of one cached operation toward TEXT_CACHE_SIZE, in code points. It is
+# an estimate of the operation's memory, so that many small documents with long
+# histories are bounded too.
 HISTORY_ENTRY_SIZE = 200
 
 

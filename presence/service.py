@@ -107,7 +107,7 @@ def refresh_connections(
     """Set the rows' last_seen to now and save their states again, in one update.
 
     `connections` maps each row's primary key to its channel name and state. The
-    result says for each row whether it still exists: a row is gone when the
+    result maps each row to whether it still exists. A row is gone when the
     reaper deleted it while this process could not refresh it, for example during
     a database outage.
     """

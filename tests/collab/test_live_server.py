@@ -87,9 +87,9 @@ def test_random_concurrent_edits_converge(server, make_user, make_document):
 
 @services_only
 def test_two_processes_share_one_document(start_server, make_user, make_document):
-    # Each process caches the text it last committed, and the other process moves
-    # the document on meanwhile; snapshots every 7 operations add stored snapshots
-    # that are newer than either cache.
+    # Each process caches the text it last committed, while the other process
+    # moves the document on. Snapshots every 7 operations are often newer than
+    # either cache.
     first = start_server(MATERI_SNAPSHOT_INTERVAL="7")
     second = start_server(MATERI_SNAPSHOT_INTERVAL="7")
     ada = make_user("ada")
