@@ -77,8 +77,8 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         try:
             await self.join()
         except Exception:
-            # The socket would otherwise stay open without a document; close it,
-            # and disconnect() removes whatever the join stored.
+            # Close the socket, because it would otherwise stay open without a
+            # document. disconnect() then removes whatever the join stored.
             logger.exception(
                 "joining document=%s client=%s failed", self.document_id, self.client_id
             )
@@ -162,8 +162,8 @@ class DocumentConsumer(AsyncWebsocketConsumer):
         try:
             await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
         except Disconnected:
-            # The client closed the socket while this frame was on its way, and
-            # the disconnect event that cleans up is already queued.
+            # The client closed the socket while this frame was on its way. The
+            # disconnect event that follows cleans up.
             logger.debug(
                 "dropped a frame to closed socket document=%s client=%s",
                 self.document_id,
